@@ -1,0 +1,45 @@
+# databricks-oauth-operator — `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CACHE_DIR ?= $(HOME)/.cache/databricks-oauth-operator
+export DOO_CACHE_DIR := $(CACHE_DIR)
+CARGO ?= cargo
+BIN := databricks-oauth-operator
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: control-plane ## Local sandbox: a real control plane with the CRDs and examples (emulator and operator to come)
+	$(CARGO) run --quiet --locked --bin sandbox
+
+.PHONY: test
+test: fmt-check lint control-plane ## Everything CI runs: fmt, clippy, unit and cluster tests
+	$(CARGO) test --all-targets --locked
+
+.PHONY: build
+build: ## Build the debug binaries
+	$(CARGO) build --locked
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: fmt-check
+fmt-check: ## Check formatting
+	$(CARGO) fmt --all -- --check
+
+.PHONY: lint
+lint: ## Clippy with warnings as errors
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+.PHONY: crds
+crds: ## Regenerate crds/ from the Rust types
+	$(CARGO) run --quiet --locked --bin $(BIN) -- crds --out-dir crds
+
+.PHONY: control-plane
+control-plane: ## Build (or reuse from the cache) the pinned kube-apiserver and etcd used by the tests
+	@hack/build-control-plane.sh >/dev/null

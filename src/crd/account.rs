@@ -1,0 +1,249 @@
+//! DatabricksAccount: how the operator reaches and authenticates to one Databricks account.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// How the operator reaches and authenticates to one Databricks account. Every ServicePrincipal,
+/// DatabricksAppConnection and TrustPolicy references one through `spec.accountRef.name` (default `default`).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "oauth.databricks-operator.io",
+    version = "v1alpha1",
+    kind = "DatabricksAccount",
+    doc = "How the operator reaches and authenticates to one Databricks account (cluster-scoped).",
+    status = "DatabricksAccountStatus",
+    shortname = "dbxaccount",
+    category = "databricks",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Account ID", type_ = "string", json_path = ".spec.accountId"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabricksAccountSpec {
+    /// The Databricks account ID (a UUID, shown in the account console). Immutable: create another
+    /// DatabricksAccount to talk to another account.
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("accountId is immutable"))]
+    pub account_id: String,
+
+    /// The cloud the account lives in. Selects the default `host`.
+    #[serde(default)]
+    pub cloud: Cloud,
+
+    /// The account console host, e.g. `https://accounts.cloud.databricks.com`. Defaults by `cloud`: AWS
+    /// `https://accounts.cloud.databricks.com`, Azure `https://accounts.azuredatabricks.net`, GCP
+    /// `https://accounts.gcp.databricks.com`. Must be `https://`; plain `http://` is accepted only for loopback
+    /// hosts (a local Databricks emulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(super::CEL_HTTPS_OR_LOOPBACK)
+        .message("host must be an https:// URL (plain http:// is allowed only for localhost, 127.0.0.0/8 or [::1])"))]
+    pub host: Option<String>,
+
+    /// How the operator authenticates to the account. Set exactly one of `oauthM2M` and `workloadIdentity`.
+    pub auth: AccountAuth,
+
+    /// Namespaces whose objects may use this account. When unset, every namespace may. When set, a namespace may
+    /// use the account if it is listed in `names` or matches `selector`; objects elsewhere get
+    /// `Ready=False, reason=NamespaceNotAllowed` and no Databricks call is made for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<AllowedNamespaces>,
+
+    /// The API budget shared by every object that uses this account.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+}
+
+/// The cloud a Databricks account lives in.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Cloud {
+    // Amazon Web Services (`https://accounts.cloud.databricks.com`).
+    #[default]
+    #[serde(rename = "AWS")]
+    Aws,
+    // Microsoft Azure (`https://accounts.azuredatabricks.net`).
+    Azure,
+    // Google Cloud (`https://accounts.gcp.databricks.com`).
+    #[serde(rename = "GCP")]
+    Gcp,
+}
+
+impl Cloud {
+    /// The account console host of this cloud.
+    pub fn default_host(self) -> &'static str {
+        match self {
+            Cloud::Aws => "https://accounts.cloud.databricks.com",
+            Cloud::Azure => "https://accounts.azuredatabricks.net",
+            Cloud::Gcp => "https://accounts.gcp.databricks.com",
+        }
+    }
+}
+
+impl DatabricksAccountSpec {
+    /// The account host: `spec.host`, else the default of `spec.cloud`, without a trailing slash.
+    pub fn effective_host(&self) -> String {
+        self.host.as_deref().unwrap_or(self.cloud.default_host()).trim_end_matches('/').to_owned()
+    }
+}
+
+/// How the operator authenticates to the Databricks account. Exactly one method is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.oauthM2M) != has(self.workloadIdentity)")
+    .message("set exactly one of auth.oauthM2M and auth.workloadIdentity"))]
+pub struct AccountAuth {
+    /// OAuth machine-to-machine: the client id and secret of an account-admin service principal, read from a
+    /// Kubernetes Secret.
+    #[serde(rename = "oauthM2M", default, skip_serializing_if = "Option::is_none")]
+    pub oauth_m2m: Option<OAuthM2MAuth>,
+
+    /// Workload identity federation: the operator exchanges its own projected ServiceAccount token for a
+    /// Databricks token (RFC 8693 token exchange). No secret exists anywhere. Preferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_identity: Option<WorkloadIdentityAuth>,
+}
+
+/// OAuth M2M credentials of an account-admin service principal, read from a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthM2MAuth {
+    /// The Secret holding the client id and secret.
+    pub secret_ref: NamespacedSecretRef,
+    /// Key of the client id (the service principal's application id) in the Secret.
+    #[serde(default = "default_client_id_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub client_id_key: String,
+    /// Key of the OAuth client secret in the Secret.
+    #[serde(default = "default_client_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub client_secret_key: String,
+}
+
+fn default_client_id_key() -> String {
+    "DATABRICKS_CLIENT_ID".to_owned()
+}
+
+fn default_client_secret_key() -> String {
+    "DATABRICKS_CLIENT_SECRET".to_owned()
+}
+
+/// A Secret in a given namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacedSecretRef {
+    /// Namespace of the Secret.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Workload identity federation for the operator itself.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadIdentityAuth {
+    /// Application id of the service principal to act as (service-principal federation). Leave unset for
+    /// account-wide federation, where an account federation policy maps the token's subject to an identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub client_id: Option<String>,
+    /// Audience of the token the operator presents. Defaults to the account id, which is what a federation
+    /// policy without explicit audiences accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub audience: Option<String>,
+    /// Path of the projected ServiceAccount token file inside the operator's pod. It is re-read on every token
+    /// refresh, so the kubelet's rotation is picked up.
+    #[serde(default = "default_token_path")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub token_path: String,
+}
+
+fn default_token_path() -> String {
+    "/var/run/secrets/databricks/token".to_owned()
+}
+
+/// Namespaces allowed to use an account.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.names) > 0 || has(self.selector)")
+    .message("allowedNamespaces needs names, a selector, or both"))]
+pub struct AllowedNamespaces {
+    /// Names of namespaces allowed to use the account.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub names: Vec<String>,
+    /// Namespaces whose labels match this selector may use the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// Client-side limits on calls to the Databricks account API, shared by every object that uses the account.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.burst >= self.requestsPerSecond")
+    .message("rateLimit.burst must be at least rateLimit.requestsPerSecond"))]
+pub struct RateLimit {
+    /// Sustained requests per second to the account API (a token bucket).
+    #[serde(default = "default_rps")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub requests_per_second: i32,
+    /// Requests that may be sent at once after an idle period.
+    #[serde(default = "default_burst")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub burst: i32,
+    /// Requests in flight at once.
+    #[serde(default = "default_max_concurrency")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_concurrency: i32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            requests_per_second: default_rps(),
+            burst: default_burst(),
+            max_concurrency: default_max_concurrency(),
+        }
+    }
+}
+
+fn default_rps() -> i32 {
+    10
+}
+
+fn default_burst() -> i32 {
+    20
+}
+
+fn default_max_concurrency() -> i32 {
+    4
+}
+
+/// Observed state of a DatabricksAccount.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabricksAccountStatus {
+    /// `Ready` is True when a token was obtained and an authenticated read succeeded; its message says which
+    /// identity the operator acts as, or what is wrong.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,4 @@
+//! databricks-oauth-operator: Databricks OAuth connections as Kubernetes resources.
+
+pub mod control_plane;
+pub mod crd;

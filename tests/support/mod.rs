@@ -1,0 +1,84 @@
+//! Shared harness for cluster tests: one real control plane per test binary (started on first use, torn down
+//! when the binary exits), the CRDs installed, and a fresh namespace per test.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use databricks_oauth_operator::control_plane::{self, ControlPlane};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
+use tokio::sync::OnceCell;
+
+static PLANE: OnceCell<ControlPlane> = OnceCell::const_new();
+static NAMESPACE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The control plane shared by every test of this binary, started (and the CRDs installed) on first use.
+/// A missing control plane is a test failure with instructions, never a skip.
+pub async fn control_plane() -> &'static ControlPlane {
+    PLANE
+        .get_or_try_init(|| async {
+            let plane = ControlPlane::start().await?;
+            plane.install_crds().await?;
+            Ok::<_, control_plane::Error>(plane)
+        })
+        .await
+        .unwrap_or_else(|err| panic!("the test control plane could not be started: {err}"))
+}
+
+/// One test's view of the cluster: an administrator client and a namespace of its own.
+pub struct TestEnv {
+    pub client: Client,
+    pub namespace: String,
+    pub plane: &'static ControlPlane,
+}
+
+impl TestEnv {
+    /// A fresh namespace on the shared control plane.
+    pub async fn new() -> Self {
+        let plane = control_plane().await;
+        let client = plane.admin_client().await.expect("admin client");
+        let namespace =
+            format!("t{}-{}", std::process::id(), NAMESPACE_COUNTER.fetch_add(1, Ordering::Relaxed));
+        let ns = Namespace {
+            metadata: ObjectMeta { name: Some(namespace.clone()), ..ObjectMeta::default() },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("creating the test namespace");
+        Self { client, namespace, plane }
+    }
+
+    /// Writes the administrator kubeconfig to a file (for `kubectl`) and returns its path.
+    pub fn kubeconfig_file(&self) -> PathBuf {
+        let path = self.plane.root().join(format!("kubeconfig-{}", self.namespace));
+        self.plane.write_admin_kubeconfig(&path).expect("writing kubeconfig");
+        path
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, mut check: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("condition not met within {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
