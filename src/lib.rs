@@ -2,3 +2,5 @@
 
 pub mod control_plane;
 pub mod crd;
+pub mod databricks;
+pub mod emulator;

@@ -1,0 +1,53 @@
+//! `databricks-emulator`: a local Databricks account API for tests, demos and CI.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use clap::Parser;
+use databricks_oauth_operator::emulator::{Emulator, EmulatorConfig};
+
+/// A faithful local Databricks account API (REST, SCIM, OIDC) with fault injection under /_emulator/.
+#[derive(Parser)]
+#[command(name = "databricks-emulator", version, about)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The account id served.
+    #[arg(long)]
+    account_id: String,
+    /// Application id (client id) of the bootstrap account-admin service principal.
+    #[arg(long)]
+    admin_client_id: String,
+    /// OAuth secret of the bootstrap admin.
+    #[arg(long, env = "DATABRICKS_EMULATOR_ADMIN_SECRET", hide_env_values = true)]
+    admin_client_secret: String,
+    /// A workspace id that accepts permission assignments (repeatable).
+    #[arg(long = "workspace")]
+    workspaces: Vec<i64>,
+    /// Emit int64 ids as JSON strings, to exercise lenient clients.
+    #[arg(long)]
+    int64_as_strings: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = EmulatorConfig::new(&args.account_id, &args.admin_client_id, &args.admin_client_secret);
+    config.workspaces = args.workspaces;
+    config.int64_as_strings = args.int64_as_strings;
+    let emulator = match Emulator::start(config, args.listen).await {
+        Ok(emulator) => emulator,
+        Err(err) => {
+            eprintln!("error: cannot listen on {}: {err}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("listening on {}", emulator.url());
+    let _ = tokio::signal::ctrl_c().await;
+    emulator.shutdown().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,752 @@
+//! The account API client: every operation the operator needs, with timeouts, bounded and jittered retries
+//! (429/503 honouring `Retry-After`; transient failures only for idempotent calls), one budget per account, and
+//! errors that keep the server's own message.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use reqwest::{Method, StatusCode, header};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+
+use super::{
+    Budget, Credentials, Error, TokenProvider,
+    types::{
+        AppPage, AssignmentList, CreatedCustomApp, CreatedSecret, CustomApp, CustomAppUpdate,
+        FederationPolicy, NewCustomApp, NewServicePrincipal, PatchOperation, PermissionAssignment,
+        PolicyPage, ScimList, SecretInfo, SecretPage, ServicePrincipal, TokenResponse,
+    },
+};
+
+/// Tuning of one account's client.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    /// Longest single wait between attempts (a longer `Retry-After` is cut to this).
+    pub max_retry_wait: Duration,
+    /// Give up retrying once this much time has passed since the first attempt.
+    pub retry_budget: Duration,
+    /// The account's shared API budget.
+    pub budget: Budget,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            max_attempts: 5,
+            max_retry_wait: Duration::from_secs(30),
+            retry_budget: Duration::from_secs(120),
+            budget: Budget::new(10.0, 20, 4),
+        }
+    }
+}
+
+/// A client of one Databricks account.
+#[derive(Clone)]
+pub struct AccountClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    host: String,
+    account_id: String,
+    tokens: TokenProvider,
+    options: ClientOptions,
+}
+
+impl std::fmt::Debug for AccountClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountClient")
+            .field("host", &self.inner.host)
+            .field("account_id", &self.inner.account_id)
+            .field("credentials", self.inner.tokens.credentials())
+            .finish()
+    }
+}
+
+/// `http://` is only accepted for loopback hosts; everything else must be `https://`.
+pub fn check_host(host: &str) -> Result<String, Error> {
+    let host = host.trim_end_matches('/');
+    let url = url::Url::parse(host).map_err(|e| Error::Config(format!("host '{host}' is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => Ok(host.to_owned()),
+        "http" if super::is_loopback_http_url(host) => Ok(host.to_owned()),
+        "http" => Err(Error::Config(format!(
+            "host '{host}' uses plain http://; only loopback hosts may (use https://)"
+        ))),
+        other => Err(Error::Config(format!("host '{host}' has unsupported scheme '{other}'"))),
+    }
+}
+
+impl AccountClient {
+    pub fn new(
+        host: &str,
+        account_id: &str,
+        credentials: Credentials,
+        options: ClientOptions,
+    ) -> Result<Self, Error> {
+        let host = check_host(host)?;
+        let http = reqwest::Client::builder()
+            .timeout(options.request_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("databricks-oauth-operator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
+        let token_url = format!("{host}/oidc/accounts/{account_id}/v1/token");
+        let tokens = TokenProvider::new(http.clone(), token_url, credentials);
+        Ok(Self { inner: Arc::new(Inner { http, host, account_id: account_id.to_owned(), tokens, options }) })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.inner.host
+    }
+
+    pub fn account_id(&self) -> &str {
+        &self.inner.account_id
+    }
+
+    /// The account's OIDC token endpoint.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/oidc/accounts/{}/v1/token", self.inner.host, self.inner.account_id)
+    }
+
+    /// The account's OIDC authorization endpoint (U2M sign-in).
+    pub fn authorization_endpoint(&self) -> String {
+        format!("{}/oidc/accounts/{}/v1/authorize", self.inner.host, self.inner.account_id)
+    }
+
+    /// Who the client authenticates as (no secret).
+    pub fn identity(&self) -> String {
+        self.inner.tokens.credentials().describe()
+    }
+
+    /// Obtains an access token now (checks the credentials).
+    pub async fn authenticate(&self) -> Result<(), Error> {
+        self.inner.tokens.token().await.map(drop)
+    }
+
+    /// Proves a service principal's client id and secret work: a client-credentials token from the account.
+    pub async fn verify_client_credentials(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+    ) -> Result<TokenResponse, Error> {
+        super::auth::client_credentials(
+            &self.inner.http,
+            &self.token_endpoint(),
+            client_id,
+            client_secret,
+            "all-apis",
+        )
+        .await
+    }
+
+    /// Exchanges a workload's JWT for a token acting as `client_id` (service-principal federation).
+    pub async fn exchange_token(
+        &self,
+        subject_token: &str,
+        client_id: Option<&str>,
+    ) -> Result<TokenResponse, Error> {
+        super::auth::token_exchange(
+            &self.inner.http,
+            &self.token_endpoint(),
+            subject_token,
+            client_id,
+            "all-apis",
+        )
+        .await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/2.0/accounts/{}/{path}", self.inner.host, self.inner.account_id)
+    }
+
+    // ---- service principals (SCIM) ----
+
+    pub async fn create_service_principal(
+        &self,
+        sp: &NewServicePrincipal,
+    ) -> Result<ServicePrincipal, Error> {
+        self.call("scim.sp.create", Method::POST, "scim/v2/ServicePrincipals", &[], Some(sp), false).await
+    }
+
+    pub async fn get_service_principal(&self, id: &str) -> Result<ServicePrincipal, Error> {
+        self.call::<ServicePrincipal, ()>(
+            "scim.sp.get",
+            Method::GET,
+            &format!("scim/v2/ServicePrincipals/{id}"),
+            &[],
+            None,
+            true,
+        )
+        .await
+    }
+
+    /// Every principal matching a SCIM filter (all pages; `None` lists all).
+    pub async fn list_service_principals(
+        &self,
+        filter: Option<&str>,
+    ) -> Result<Vec<ServicePrincipal>, Error> {
+        const PAGE: usize = 100;
+        let mut all: Vec<ServicePrincipal> = Vec::new();
+        let mut start = 1;
+        loop {
+            let mut query = vec![("startIndex", start.to_string()), ("count", PAGE.to_string())];
+            if let Some(filter) = filter {
+                query.push(("filter", filter.to_owned()));
+            }
+            let page: ScimList<ServicePrincipal> = self
+                .call::<_, ()>("scim.sp.list", Method::GET, "scim/v2/ServicePrincipals", &query, None, true)
+                .await?;
+            let received = page.resources.len();
+            for sp in page.resources {
+                if !all.iter().any(|known| known.id == sp.id) {
+                    all.push(sp);
+                }
+            }
+            start += received;
+            let total = page.total_results.unwrap_or(0).max(0) as usize;
+            if received == 0 || start > total {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Principals whose `externalId` is exactly `external_id` (how the operator finds what it created).
+    pub async fn find_service_principals_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Vec<ServicePrincipal>, Error> {
+        let found = self
+            .list_service_principals(Some(&format!("externalId eq {}", scim_string(external_id))))
+            .await?;
+        Ok(found.into_iter().filter(|sp| sp.external_id.as_deref() == Some(external_id)).collect())
+    }
+
+    /// The principal with this application id, if any.
+    pub async fn find_service_principal_by_application_id(
+        &self,
+        application_id: &str,
+    ) -> Result<Option<ServicePrincipal>, Error> {
+        let found = self
+            .list_service_principals(Some(&format!("applicationId eq {}", scim_string(application_id))))
+            .await?;
+        Ok(found.into_iter().find(|sp| sp.application_id == application_id))
+    }
+
+    pub async fn patch_service_principal(
+        &self,
+        id: &str,
+        operations: &[PatchOperation],
+    ) -> Result<(), Error> {
+        let body =
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations});
+        // Replace operations are idempotent, so a lost answer may be retried.
+        self.call_empty(
+            "scim.sp.patch",
+            Method::PATCH,
+            &format!("scim/v2/ServicePrincipals/{id}"),
+            &[],
+            Some(&body),
+            true,
+        )
+        .await
+    }
+
+    /// Deletes a principal; `Ok(false)` when it was already gone.
+    pub async fn delete_service_principal(&self, id: &str) -> Result<bool, Error> {
+        gone_is_ok(
+            self.call_empty::<()>(
+                "scim.sp.delete",
+                Method::DELETE,
+                &format!("scim/v2/ServicePrincipals/{id}"),
+                &[],
+                None,
+                true,
+            )
+            .await,
+        )
+    }
+
+    // ---- service principal secrets ----
+
+    /// Mints an OAuth secret valid for `lifetime`. The value is in the answer only.
+    pub async fn create_secret(
+        &self,
+        service_principal_id: &str,
+        lifetime: Duration,
+    ) -> Result<CreatedSecret, Error> {
+        let body = json!({"lifetime": format!("{}s", lifetime.as_secs().max(1))});
+        let path = format!("servicePrincipals/{service_principal_id}/credentials/secrets");
+        self.call("secrets.create", Method::POST, &path, &[], Some(&body), false).await
+    }
+
+    pub async fn list_secrets(&self, service_principal_id: &str) -> Result<Vec<SecretInfo>, Error> {
+        let path = format!("servicePrincipals/{service_principal_id}/credentials/secrets");
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![("page_size", "100".to_owned())];
+            if let Some(token) = &token {
+                query.push(("page_token", token.clone()));
+            }
+            let page: SecretPage =
+                self.call::<_, ()>("secrets.list", Method::GET, &path, &query, None, true).await?;
+            all.extend(page.secrets);
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(next) => token = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Deletes a secret; `Ok(false)` when it was already gone.
+    pub async fn delete_secret(&self, service_principal_id: &str, secret_id: &str) -> Result<bool, Error> {
+        let path = format!("servicePrincipals/{service_principal_id}/credentials/secrets/{secret_id}");
+        gone_is_ok(self.call_empty::<()>("secrets.delete", Method::DELETE, &path, &[], None, true).await)
+    }
+
+    // ---- service principal federation policies ----
+
+    pub async fn create_federation_policy(
+        &self,
+        service_principal_id: &str,
+        policy_id: Option<&str>,
+        policy: &FederationPolicy,
+    ) -> Result<FederationPolicy, Error> {
+        let path = format!("servicePrincipals/{service_principal_id}/federationPolicies");
+        let query: Vec<(&str, String)> =
+            policy_id.map(|id| ("policy_id", id.to_owned())).into_iter().collect();
+        self.call("sp_policies.create", Method::POST, &path, &query, Some(policy), false).await
+    }
+
+    pub async fn get_federation_policy(
+        &self,
+        service_principal_id: &str,
+        policy_id: &str,
+    ) -> Result<FederationPolicy, Error> {
+        let path = format!("servicePrincipals/{service_principal_id}/federationPolicies/{policy_id}");
+        self.call::<_, ()>("sp_policies.get", Method::GET, &path, &[], None, true).await
+    }
+
+    pub async fn list_federation_policies(
+        &self,
+        service_principal_id: &str,
+    ) -> Result<Vec<FederationPolicy>, Error> {
+        let path = format!("servicePrincipals/{service_principal_id}/federationPolicies");
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![("page_size", "100".to_owned())];
+            if let Some(token) = &token {
+                query.push(("page_token", token.clone()));
+            }
+            let page: PolicyPage =
+                self.call::<_, ()>("sp_policies.list", Method::GET, &path, &query, None, true).await?;
+            all.extend(page.policies);
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(next) => token = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Updates the fields named in `update_mask` (e.g. `description,oidc_policy`).
+    pub async fn update_federation_policy(
+        &self,
+        service_principal_id: &str,
+        policy_id: &str,
+        update_mask: &str,
+        policy: &FederationPolicy,
+    ) -> Result<FederationPolicy, Error> {
+        let path = format!("servicePrincipals/{service_principal_id}/federationPolicies/{policy_id}");
+        let query = [("update_mask", update_mask.to_owned())];
+        self.call("sp_policies.update", Method::PATCH, &path, &query, Some(policy), true).await
+    }
+
+    /// Deletes a policy; `Ok(false)` when it was already gone.
+    pub async fn delete_federation_policy(
+        &self,
+        service_principal_id: &str,
+        policy_id: &str,
+    ) -> Result<bool, Error> {
+        let path = format!("servicePrincipals/{service_principal_id}/federationPolicies/{policy_id}");
+        gone_is_ok(self.call_empty::<()>("sp_policies.delete", Method::DELETE, &path, &[], None, true).await)
+    }
+
+    // ---- workspace permission assignments ----
+
+    /// Sets the principal's permissions in a workspace (an idempotent upsert).
+    pub async fn put_workspace_assignment(
+        &self,
+        workspace_id: i64,
+        principal_id: &str,
+        permissions: &[&str],
+    ) -> Result<PermissionAssignment, Error> {
+        let path = format!("workspaces/{workspace_id}/permissionassignments/principals/{principal_id}");
+        self.call(
+            "assignments.put",
+            Method::PUT,
+            &path,
+            &[],
+            Some(&json!({"permissions": permissions})),
+            true,
+        )
+        .await
+    }
+
+    /// Removes the principal from a workspace; `Ok(false)` when it was not assigned.
+    pub async fn delete_workspace_assignment(
+        &self,
+        workspace_id: i64,
+        principal_id: &str,
+    ) -> Result<bool, Error> {
+        let path = format!("workspaces/{workspace_id}/permissionassignments/principals/{principal_id}");
+        gone_is_ok(self.call_empty::<()>("assignments.delete", Method::DELETE, &path, &[], None, true).await)
+    }
+
+    pub async fn list_workspace_assignments(
+        &self,
+        workspace_id: i64,
+    ) -> Result<Vec<PermissionAssignment>, Error> {
+        let path = format!("workspaces/{workspace_id}/permissionassignments");
+        let list: AssignmentList =
+            self.call::<_, ()>("assignments.list", Method::GET, &path, &[], None, true).await?;
+        Ok(list.permission_assignments)
+    }
+
+    // ---- custom OAuth app integrations ----
+
+    pub async fn create_custom_app(&self, app: &NewCustomApp) -> Result<CreatedCustomApp, Error> {
+        self.call("apps.create", Method::POST, "oauth2/custom-app-integrations", &[], Some(app), false).await
+    }
+
+    pub async fn get_custom_app(&self, integration_id: &str) -> Result<CustomApp, Error> {
+        let path = format!("oauth2/custom-app-integrations/{integration_id}");
+        self.call::<_, ()>("apps.get", Method::GET, &path, &[], None, true).await
+    }
+
+    pub async fn list_custom_apps(&self) -> Result<Vec<CustomApp>, Error> {
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![("page_size", "100".to_owned())];
+            if let Some(token) = &token {
+                query.push(("page_token", token.clone()));
+            }
+            let page: AppPage = self
+                .call::<_, ()>("apps.list", Method::GET, "oauth2/custom-app-integrations", &query, None, true)
+                .await?;
+            all.extend(page.apps);
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(next) => token = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    pub async fn update_custom_app(
+        &self,
+        integration_id: &str,
+        update: &CustomAppUpdate,
+    ) -> Result<(), Error> {
+        let path = format!("oauth2/custom-app-integrations/{integration_id}");
+        self.call_empty("apps.update", Method::PATCH, &path, &[], Some(update), true).await
+    }
+
+    /// Deletes an integration (its tokens stop working); `Ok(false)` when it was already gone.
+    pub async fn delete_custom_app(&self, integration_id: &str) -> Result<bool, Error> {
+        let path = format!("oauth2/custom-app-integrations/{integration_id}");
+        gone_is_ok(self.call_empty::<()>("apps.delete", Method::DELETE, &path, &[], None, true).await)
+    }
+
+    // ---- the request loop ----
+
+    async fn call_empty<B: Serialize>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+        idempotent: bool,
+    ) -> Result<(), Error> {
+        self.call::<Value, B>(operation, method, path, query, body, idempotent).await.map(drop)
+    }
+
+    async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+        idempotent: bool,
+    ) -> Result<T, Error> {
+        let inner = &self.inner;
+        let url = self.url(path);
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        let mut refreshed_token = false;
+        loop {
+            attempt += 1;
+            let permit = inner.options.budget.acquire().await;
+            let token = inner.tokens.token().await?;
+            let mut request = inner
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(token)
+                .header(header::ACCEPT, "application/json")
+                .query(query);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let error = match request.send().await {
+                Err(err) => transport_error(operation, &err),
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = retry_after(response.headers());
+                    match response.bytes().await {
+                        Err(err) => transport_error(operation, &err),
+                        Ok(bytes) if status.is_success() => return decode(operation, &bytes),
+                        Ok(bytes) => api_error(operation, status, &bytes, retry_after),
+                    }
+                }
+            };
+            drop(permit);
+            // A refused token may have been revoked or expired early: fetch a new one once.
+            if error.status() == Some(401) && !refreshed_token {
+                refreshed_token = true;
+                inner.tokens.invalidate().await;
+                attempt -= 1;
+                continue;
+            }
+            let retryable = match &error {
+                Error::Api { status: 429 | 503, .. } => true,
+                Error::Api { status: 500 | 502 | 504, .. } | Error::Transport { .. } => idempotent,
+                _ => false,
+            };
+            if !retryable
+                || attempt >= inner.options.max_attempts
+                || started.elapsed() > inner.options.retry_budget
+            {
+                return Err(error);
+            }
+            let wait =
+                error.retry_after().unwrap_or_else(|| backoff(attempt)).min(inner.options.max_retry_wait);
+            tracing::debug!(operation, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying Databricks call");
+            if error.is_throttled() {
+                // Throttling is per account: slow every caller down, not just this one.
+                inner.options.budget.back_off(wait).await;
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: up to 250 ms · 2^(attempt-1), at most 10 s.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = (250u64 << attempt.saturating_sub(1).min(6)).min(10_000);
+    Duration::from_millis(ceiling / 2 + rand::random_range(0..=ceiling / 2))
+}
+
+fn gone_is_ok(result: Result<(), Error>) -> Result<bool, Error> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(err) if err.is_not_found() => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// A SCIM filter string literal.
+fn scim_string(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn decode<T: DeserializeOwned>(operation: &'static str, bytes: &[u8]) -> Result<T, Error> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
+    // The body may hold a secret value: report only where decoding failed, never the body.
+    serde_json::from_slice(bytes).map_err(|e| Error::Decode {
+        operation,
+        message: format!(
+            "the answer does not have the expected shape (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+    })
+}
+
+pub(super) fn transport_error(operation: &'static str, err: &reqwest::Error) -> Error {
+    let message = if err.is_timeout() {
+        "timed out waiting for Databricks".to_owned()
+    } else if err.is_connect() {
+        format!("could not connect to Databricks: {}", root_cause(err))
+    } else if err.is_body() || err.is_decode() {
+        format!("the connection broke while reading the answer: {}", root_cause(err))
+    } else {
+        format!("request failed: {}", root_cause(err))
+    };
+    Error::Transport { operation, message, timeout: err.is_timeout() }
+}
+
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub(super) fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    }
+    let when = jiff::fmt::rfc2822::DateTimeParser::new().parse_timestamp(value).ok()?;
+    let wait = when.duration_since(jiff::Timestamp::now());
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+/// Reads an error answer in any of the shapes Databricks uses: REST, SCIM, legacy `{"error"}`, HTML, text, empty.
+fn api_error(
+    operation: &'static str,
+    status: StatusCode,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> Error {
+    let text = String::from_utf8_lossy(body).trim().to_owned();
+    let reason = status.canonical_reason().unwrap_or("error").to_owned();
+    let default_code = reason.to_uppercase().replace(' ', "_");
+    let (code, message) = match serde_json::from_str::<Value>(&text) {
+        Ok(json) if json.get("error_code").is_some() => (
+            match &json["error_code"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
+            json.get("message").and_then(Value::as_str).unwrap_or(&reason).to_owned(),
+        ),
+        Ok(json) if json.get("detail").is_some() || json.get("scimType").is_some() => {
+            let scim_status = json
+                .get("status")
+                .and_then(Value::as_str)
+                .map_or_else(|| status.as_u16().to_string(), str::to_owned);
+            let detail = json.get("detail").and_then(Value::as_str).unwrap_or_default();
+            let detail = if detail == "null" { "SCIM API Internal Error" } else { detail };
+            let message = match json.get("scimType").and_then(Value::as_str) {
+                Some(scim_type) => format!("{scim_type} {detail}"),
+                None => detail.to_owned(),
+            };
+            (format!("SCIM_{scim_status}"), message)
+        }
+        Ok(json) if json.get("error").and_then(Value::as_str).is_some() => {
+            (default_code, json["error"].as_str().unwrap_or_default().to_owned())
+        }
+        _ if text.is_empty() => (default_code, reason),
+        _ if text.contains('<') => (default_code, html_message(&text).unwrap_or(reason)),
+        _ => match text.split_once(": ") {
+            Some((code, message)) if code.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
+                (code.to_owned(), message.to_owned())
+            }
+            _ => (default_code, text.chars().take(500).collect()),
+        },
+    };
+    Error::Api { operation, status: status.as_u16(), code, message, retry_after }
+}
+
+fn html_message(html: &str) -> Option<String> {
+    for (open, close) in [("<pre>", "</pre>"), ("<title>", "</title>")] {
+        if let Some(start) = html.find(open) {
+            let rest = &html[start + open.len()..];
+            if let Some(end) = rest.find(close) {
+                return Some(rest[..end].trim().to_owned());
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(status: u16, body: &str) -> Error {
+        api_error("test", StatusCode::from_u16(status).expect("status"), body.as_bytes(), None)
+    }
+
+    #[test]
+    fn error_bodies_of_every_shape_keep_the_server_message() {
+        let rest =
+            error(404, r#"{"error_code":"RESOURCE_DOES_NOT_EXIST","message":"Secret x does not exist."}"#);
+        assert!(rest.is_not_found());
+        assert_eq!(
+            rest.to_string(),
+            "test: Databricks answered 404 RESOURCE_DOES_NOT_EXIST: Secret x does not exist."
+        );
+        let scim = error(
+            400,
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"detail":"bad","status":"400","scimType":"invalidValue"}"#,
+        );
+        assert!(
+            matches!(&scim, Error::Api { code, message, .. } if code == "SCIM_400" && message == "invalidValue bad")
+        );
+        let scim_null = error(500, r#"{"schemas":[],"detail":"null","status":"500"}"#);
+        assert!(matches!(&scim_null, Error::Api { message, .. } if message == "SCIM API Internal Error"));
+        let legacy = error(400, r#"{"error":"something broke"}"#);
+        assert!(matches!(&legacy, Error::Api { message, .. } if message == "something broke"));
+        let html = error(403, "<html><title>Error 403 Invalid access token.</title></html>");
+        assert!(matches!(&html, Error::Api { message, .. } if message == "Error 403 Invalid access token."));
+        let plain = error(400, "INVALID_STATE: workspace is not ready");
+        assert!(
+            matches!(&plain, Error::Api { code, message, .. } if code == "INVALID_STATE" && message == "workspace is not ready")
+        );
+        let empty = error(429, "");
+        assert!(empty.is_throttled() && empty.is_retryable());
+        assert!(matches!(&empty, Error::Api { message, .. } if message == "Too Many Requests"));
+        let numeric = error(409, r#"{"error_code":409,"message":"exists"}"#);
+        assert!(numeric.is_conflict() && !numeric.is_retryable());
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(5);
+        let date =
+            jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_rfc9110_string(&soon).expect("format");
+        headers.insert(header::RETRY_AFTER, header::HeaderValue::from_str(&date).expect("header"));
+        let wait = retry_after(&headers).expect("parsed");
+        assert!(wait > Duration::from_secs(3) && wait <= Duration::from_secs(5), "{wait:?}");
+        headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn plain_http_is_only_for_loopback() {
+        assert!(check_host("https://accounts.cloud.databricks.com/").is_ok());
+        assert!(check_host("http://127.0.0.1:8080").is_ok());
+        assert!(check_host("http://localhost:1").is_ok());
+        assert!(check_host("http://[::1]:1").is_ok());
+        let remote = check_host("http://accounts.cloud.databricks.com").expect_err("refused");
+        assert!(remote.to_string().contains("only loopback hosts"), "{remote}");
+        assert!(check_host("ftp://x").is_err());
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_jittered() {
+        for attempt in 1..20 {
+            let wait = backoff(attempt);
+            assert!(wait <= Duration::from_secs(10));
+            assert!(wait >= Duration::from_millis(125));
+        }
+    }
+}
