@@ -43,3 +43,7 @@ crds: ## Regenerate crds/ from the Rust types
 .PHONY: control-plane
 control-plane: ## Build (or reuse from the cache) the pinned kube-apiserver and etcd used by the tests
 	@hack/build-control-plane.sh >/dev/null
+
+.PHONY: bench-emulator
+bench-emulator: ## Throughput of the Databricks emulator under a wrk load on loopback (release build)
+	hack/bench-emulator.sh

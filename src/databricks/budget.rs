@@ -53,11 +53,15 @@ impl Budget {
                 bucket.tokens = (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * bucket.rate)
                     .min(bucket.burst);
                 bucket.last = now;
-                if bucket.tokens >= 1.0 {
+                // A hair of float error must not turn into a sub-millisecond sleep loop.
+                if bucket.tokens >= 1.0 - 1e-9 {
                     bucket.tokens -= 1.0;
                     None
                 } else {
-                    Some(Duration::from_secs_f64((1.0 - bucket.tokens) / bucket.rate))
+                    Some(
+                        Duration::from_secs_f64((1.0 - bucket.tokens) / bucket.rate)
+                            .max(Duration::from_millis(1)),
+                    )
                 }
             };
             match wait {

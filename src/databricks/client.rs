@@ -589,10 +589,9 @@ pub(super) fn transport_error(operation: &'static str, err: &reqwest::Error) -> 
         "timed out waiting for Databricks".to_owned()
     } else if err.is_connect() {
         format!("could not connect to Databricks: {}", root_cause(err))
-    } else if err.is_body() || err.is_decode() {
-        format!("the connection broke while reading the answer: {}", root_cause(err))
     } else {
-        format!("request failed: {}", root_cause(err))
+        // Whether the write was applied is unknown: callers of non-idempotent calls must look before retrying.
+        format!("the connection broke before the whole answer arrived: {}", root_cause(err))
     };
     Error::Transport { operation, message, timeout: err.is_timeout() }
 }
