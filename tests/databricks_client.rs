@@ -294,6 +294,13 @@ async fn custom_apps_crud_and_validation() {
 
     assert!(client.delete_custom_app(&created.integration_id).await.expect("delete"));
     assert!(!client.delete_custom_app(&created.integration_id).await.expect("gone"));
+
+    // Token pagination: more than one page of 100.
+    for _ in 0..105 {
+        client.create_custom_app(&app(false, &["sql"])).await.expect("bulk");
+    }
+    assert_eq!(client.list_custom_apps().await.expect("list").len(), 106);
+    assert!(emulator.stats().await.count("apps.list") >= 3, "two pages this time, one before");
 }
 
 /// A JWT signing key for token exchange tests: ES256 with its JWKS.

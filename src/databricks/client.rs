@@ -290,21 +290,7 @@ impl AccountClient {
 
     pub async fn list_secrets(&self, service_principal_id: &str) -> Result<Vec<SecretInfo>, Error> {
         let path = format!("servicePrincipals/{service_principal_id}/credentials/secrets");
-        let mut all = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut query = vec![("page_size", "100".to_owned())];
-            if let Some(token) = &token {
-                query.push(("page_token", token.clone()));
-            }
-            let page: SecretPage =
-                self.call::<_, ()>("secrets.list", Method::GET, &path, &query, None, true).await?;
-            all.extend(page.secrets);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(next) => token = Some(next),
-                None => return Ok(all),
-            }
-        }
+        self.paginate("secrets.list", &path, |page: SecretPage| (page.secrets, page.next_page_token)).await
     }
 
     /// Deletes a secret; `Ok(false)` when it was already gone.
@@ -341,21 +327,8 @@ impl AccountClient {
         service_principal_id: &str,
     ) -> Result<Vec<FederationPolicy>, Error> {
         let path = format!("servicePrincipals/{service_principal_id}/federationPolicies");
-        let mut all = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut query = vec![("page_size", "100".to_owned())];
-            if let Some(token) = &token {
-                query.push(("page_token", token.clone()));
-            }
-            let page: PolicyPage =
-                self.call::<_, ()>("sp_policies.list", Method::GET, &path, &query, None, true).await?;
-            all.extend(page.policies);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(next) => token = Some(next),
-                None => return Ok(all),
-            }
-        }
+        self.paginate("sp_policies.list", &path, |page: PolicyPage| (page.policies, page.next_page_token))
+            .await
     }
 
     /// Updates the fields named in `update_mask` (e.g. `description,oidc_policy`).
@@ -434,22 +407,8 @@ impl AccountClient {
     }
 
     pub async fn list_custom_apps(&self) -> Result<Vec<CustomApp>, Error> {
-        let mut all = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut query = vec![("page_size", "100".to_owned())];
-            if let Some(token) = &token {
-                query.push(("page_token", token.clone()));
-            }
-            let page: AppPage = self
-                .call::<_, ()>("apps.list", Method::GET, "oauth2/custom-app-integrations", &query, None, true)
-                .await?;
-            all.extend(page.apps);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(next) => token = Some(next),
-                None => return Ok(all),
-            }
-        }
+        let path = "oauth2/custom-app-integrations";
+        self.paginate("apps.list", path, |page: AppPage| (page.apps, page.next_page_token)).await
     }
 
     pub async fn update_custom_app(
@@ -468,6 +427,30 @@ impl AccountClient {
     }
 
     // ---- the request loop ----
+
+    /// Every item of a token-paginated list: `page_size`/`page_token` until `next_page_token` is absent or empty.
+    async fn paginate<P: DeserializeOwned, T>(
+        &self,
+        operation: &'static str,
+        path: &str,
+        split: impl Fn(P) -> (Vec<T>, Option<String>),
+    ) -> Result<Vec<T>, Error> {
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![("page_size", "100".to_owned())];
+            if let Some(token) = &token {
+                query.push(("page_token", token.clone()));
+            }
+            let page: P = self.call::<_, ()>(operation, Method::GET, path, &query, None, true).await?;
+            let (items, next) = split(page);
+            all.extend(items);
+            match next.filter(|t| !t.is_empty()) {
+                Some(next) => token = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
 
     async fn call_empty<B: Serialize>(
         &self,
