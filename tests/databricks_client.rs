@@ -386,6 +386,20 @@ async fn token_exchange_verifies_the_jwt() {
     federated.authenticate().await.expect("exchange from the file");
     std::fs::write(&path, "not-a-jwt").expect("rewrite");
     federated.authenticate().await.expect("a cached token needs no new exchange");
+    // Once the token is refused (expired on the emulator's clock), the file is read again.
+    client
+        .patch_service_principal(
+            &principal.id,
+            &[PatchOperation::replace("roles", json!([{"value": "account_admin"}]))],
+        )
+        .await
+        .expect("make it an admin");
+    federated.list_custom_apps().await.expect("the federated identity uses the account API");
+    emulator.advance_clock(Duration::from_secs(700)).await;
+    let reread = federated.list_custom_apps().await.expect_err("the file now holds garbage");
+    assert!(reread.to_string().contains("not a JWT"), "{reread}");
+    std::fs::write(&path, issuer.token(iss, "my-audience", subject, 1200)).expect("rotate");
+    federated.list_custom_apps().await.expect("a rotated token file is picked up");
     let missing = AccountClient::new(
         &emulator.url(),
         ACCOUNT_ID,
