@@ -1,9 +1,15 @@
 //! The operator binary.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
-use databricks_oauth_operator::crd;
+use databricks_oauth_operator::{
+    controllers::{self, Context, FailPoints, service_principal::parse_duration},
+    crd::{self, DatabricksAccount, ServicePrincipal},
+    http::{self, Readiness},
+    metrics::Metrics,
+};
+use kube::{Api, Client, api::ListParams};
 
 /// Databricks OAuth connections as Kubernetes resources.
 #[derive(Parser, Debug)]
@@ -15,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Commands {
+    /// Run the controllers (in-cluster, or with KUBECONFIG).
+    Run(RunArgs),
     /// Print every CustomResourceDefinition as YAML (the source of `crds/`).
     Crds {
         /// Write one file per CRD into this directory instead of printing a single stream.
@@ -23,9 +31,45 @@ enum Commands {
     },
 }
 
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Where /metrics is served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Where /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    health_addr: SocketAddr,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// How often every object is compared with Databricks (Go duration, jittered ±10%).
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    resync_interval: Duration,
+    /// How long a replaced OAuth secret stays valid after a rotation.
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    rotation_grace_period: Duration,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text).ok_or_else(|| format!("'{text}' is not a duration such as 30s, 10m or 1h"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Commands::Run(args) => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(run(args)),
+            Err(err) => Err(format!("starting the async runtime: {err}")),
+        },
         Commands::Crds { out_dir: None } => {
             crd::to_yaml(&crd::all()).map(|yaml| print!("{yaml}")).map_err(|e| e.to_string())
         }
@@ -38,4 +82,49 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Json => subscriber.json().init(),
+        LogFormat::Text => subscriber.init(),
+    }
+    let client = Client::try_default().await.map_err(|e| format!("connecting to Kubernetes: {e}"))?;
+    check_crds(&client).await?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Readiness::default();
+    let server =
+        tokio::spawn(http::serve(args.health_addr, args.metrics_addr, metrics.clone(), ready.clone()));
+    let config = controllers::Config {
+        resync_interval: args.resync_interval,
+        rotation_grace: args.rotation_grace_period,
+        namespace: args.namespace,
+        ..controllers::Config::default()
+    };
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting controllers");
+    ready.set(true);
+    controllers::run(Arc::new(Context::new(client, config, metrics, FailPoints::default()))).await;
+    tracing::info!("controllers stopped; exiting");
+    server.abort();
+    Ok(())
+}
+
+/// The operator never installs its CRDs: check they are served and say how to install them if not.
+async fn check_crds(client: &Client) -> Result<(), String> {
+    let hint = "install them first: kubectl apply --server-side -f crds/ (or `databricks-oauth-operator crds | kubectl apply --server-side -f -`)";
+    let accounts: Api<DatabricksAccount> = Api::all(client.clone());
+    let principals: Api<ServicePrincipal> = Api::all(client.clone());
+    let params = ListParams::default().limit(1);
+    accounts
+        .list_metadata(&params)
+        .await
+        .map_err(|e| format!("the DatabricksAccount CRD is not usable ({e}); {hint}"))?;
+    principals
+        .list_metadata(&params)
+        .await
+        .map_err(|e| format!("the ServicePrincipal CRD is not usable ({e}); {hint}"))?;
+    Ok(())
 }

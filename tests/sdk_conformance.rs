@@ -2,65 +2,20 @@
 //! every account operation the operator uses and reads back what it wrote; a principal's new secret works with
 //! the SDK and stops working once deleted. The SDK is installed (once, cached) into a virtualenv.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Command,
-};
+mod support;
+
+use std::{net::SocketAddr, path::PathBuf};
 
 use databricks_oauth_operator::emulator::{Emulator, EmulatorConfig};
-use tokio::sync::OnceCell;
 
 const ACCOUNT_ID: &str = "0d3c8a0e-6f1b-4c2a-9a57-3f2b1e4d5c6a";
 const WORKSPACE_ID: i64 = 1_234_567_890_123_456;
-static VENV: OnceCell<PathBuf> = OnceCell::const_new();
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
-
-/// A virtualenv with the pinned SDK, under the project cache so later runs reuse it.
-async fn venv() -> &'static Path {
-    VENV.get_or_init(|| async {
-        let requirements = std::fs::read_to_string(manifest_dir().join("tests/python/requirements.txt"))
-            .expect("requirements");
-        let pin = requirements.trim().replace("==", "-");
-        let cache = std::env::var_os("DOO_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/databricks-oauth-operator")
-        });
-        let dir = cache.join("python").join(pin);
-        let python = dir.join("bin/python");
-        if !dir.join(".complete").exists() {
-            let _ = std::fs::remove_dir_all(&dir);
-            run(
-                Command::new("python3").args(["-m", "venv"]).arg(&dir),
-                "creating the virtualenv (python3 -m venv)",
-            );
-            run(
-                Command::new(&python)
-                    .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
-                    .arg(manifest_dir().join("tests/python/requirements.txt")),
-                "installing databricks-sdk from PyPI",
-            );
-            std::fs::write(dir.join(".complete"), requirements).expect("marking the virtualenv complete");
-        }
-        dir
-    })
-    .await
-}
-
-fn run(command: &mut Command, what: &str) {
-    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 async fn run_sdk(mode: &str) -> String {
-    let venv = venv().await;
+    let venv = support::python::venv().await;
     let mut config = EmulatorConfig::new(ACCOUNT_ID, "emulator-admin", "admin-secret-value");
     config.workspaces = vec![WORKSPACE_ID];
     // The SDK must cope with int64 ids as strings too, as real answers sometimes carry them.

@@ -237,4 +237,24 @@ pub struct CredentialsStatus {
     /// When the operator will rotate it (`expireTime - renewBefore`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renew_time: Option<Time>,
+    /// Earlier secrets still valid during the rotation grace period, and when each is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring: Vec<RetiringSecret>,
+    /// Set while a new secret is being minted: any unpublished secret created after it is a leftover of an
+    /// interrupted mint and is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minting_since: Option<Time>,
+    /// The value of the `oauth.databricks-operator.io/rotate` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_request: Option<String>,
+}
+
+/// A replaced OAuth secret kept valid for the rotation grace period, so workloads can pick up the new one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiringSecret {
+    /// Databricks id of the replaced secret.
+    pub secret_id: String,
+    /// When the operator deletes it.
+    pub delete_after: Time,
 }

@@ -20,6 +20,16 @@ use super::{
     },
 };
 
+/// Called after every HTTP attempt with the operation and the status (0 when no answer arrived): metrics.
+#[derive(Clone)]
+pub struct Observer(pub Arc<dyn Fn(&'static str, u16) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
 /// Tuning of one account's client.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -33,6 +43,8 @@ pub struct ClientOptions {
     pub retry_budget: Duration,
     /// The account's shared API budget.
     pub budget: Budget,
+    /// Told about every request (for metrics).
+    pub observer: Option<Observer>,
 }
 
 impl Default for ClientOptions {
@@ -43,6 +55,7 @@ impl Default for ClientOptions {
             max_retry_wait: Duration::from_secs(30),
             retry_budget: Duration::from_secs(120),
             budget: Budget::new(10.0, 20, 4),
+            observer: None,
         }
     }
 }
@@ -120,6 +133,14 @@ impl AccountClient {
     /// The account's OIDC authorization endpoint (U2M sign-in).
     pub fn authorization_endpoint(&self) -> String {
         format!("{}/oidc/accounts/{}/v1/authorize", self.inner.host, self.inner.account_id)
+    }
+
+    /// The application id the client authenticates as, when it is a known service principal.
+    pub fn application_id(&self) -> Option<String> {
+        match self.inner.tokens.credentials() {
+            Credentials::ClientCredentials { client_id, .. } => Some(client_id.clone()),
+            Credentials::TokenExchange { client_id, .. } => client_id.clone(),
+        }
     }
 
     /// Who the client authenticates as (no secret).
@@ -498,12 +519,20 @@ impl AccountClient {
                     let retry_after = retry_after(response.headers());
                     match response.bytes().await {
                         Err(err) => transport_error(operation, &err),
-                        Ok(bytes) if status.is_success() => return decode(operation, &bytes),
+                        Ok(bytes) if status.is_success() => {
+                            if let Some(Observer(observe)) = &inner.options.observer {
+                                observe(operation, status.as_u16());
+                            }
+                            return decode(operation, &bytes);
+                        }
                         Ok(bytes) => api_error(operation, status, &bytes, retry_after),
                     }
                 }
             };
             drop(permit);
+            if let Some(Observer(observe)) = &inner.options.observer {
+                observe(operation, error.status().unwrap_or(0));
+            }
             // A refused token may have been revoked or expired early: fetch a new one once.
             if error.status() == Some(401) && !refreshed_token {
                 refreshed_token = true;

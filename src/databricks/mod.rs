@@ -8,8 +8,11 @@ pub mod types;
 
 pub use auth::{Credentials, TokenProvider};
 pub use budget::Budget;
-pub use client::{AccountClient, ClientOptions};
+pub use client::{AccountClient, ClientOptions, Observer};
 pub use error::Error;
+
+/// Databricks allows at most this many OAuth secrets per service principal.
+pub const MAX_SECRETS_PER_PRINCIPAL: usize = 5;
 
 /// Whether `url` is plain `http://` to a loopback host (localhost, 127.0.0.0/8, ::1): the only place plain HTTP
 /// is allowed (a local emulator).

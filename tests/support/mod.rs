@@ -2,6 +2,9 @@
 //! when the binary exits), the CRDs installed, and a fresh namespace per test.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod operator;
+pub mod python;
+
 use std::{
     path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},

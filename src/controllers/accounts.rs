@@ -1,0 +1,255 @@
+//! DatabricksAccount: one authenticated client (and API budget) per account, shared by every object that uses it,
+//! and the account's own controller, which proves access and reports who the operator is.
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::{Api, ResourceExt, runtime::controller::Action};
+use tokio::sync::Mutex;
+
+use super::{Context, Error, conditions};
+use crate::{
+    crd::DatabricksAccount,
+    databricks::{AccountClient, Budget, ClientOptions, Credentials},
+};
+
+/// Clients by account name, rebuilt when the account's spec or credentials change.
+#[derive(Default)]
+pub struct Registry {
+    clients: Mutex<HashMap<String, (String, AccountClient)>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registry")
+    }
+}
+
+impl Registry {
+    /// The client of `account`, checking that `namespace` may use it.
+    pub async fn client_for(
+        &self,
+        ctx: &Context,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Result<(DatabricksAccount, AccountClient), Error> {
+        let accounts: Api<DatabricksAccount> = Api::all(ctx.client.clone());
+        let account = accounts
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::kube(format!("reading DatabricksAccount {name}"), e))?
+            .ok_or_else(|| Error::Account {
+                reason: "AccountNotFound",
+                message: format!(
+                    "DatabricksAccount {name} does not exist; create it or fix spec.accountRef.name"
+                ),
+            })?;
+        if let Some(namespace) = namespace {
+            check_namespace(ctx, &account, namespace).await?;
+        }
+        let (credentials, fingerprint) = credentials(ctx, &account).await?;
+        let mut clients = self.clients.lock().await;
+        if let Some((known, client)) = clients.get(name)
+            && *known == fingerprint
+        {
+            return Ok((account, client.clone()));
+        }
+        let limit = &account.spec.rate_limit;
+        let options = ClientOptions {
+            budget: Budget::new(
+                f64::from(limit.requests_per_second),
+                limit.burst.max(1) as u32,
+                limit.max_concurrency.max(1) as u32,
+            ),
+            observer: Some(ctx.metrics.databricks_observer()),
+            ..ctx.config.client_options.clone()
+        };
+        let client = AccountClient::new(
+            &account.spec.effective_host(),
+            &account.spec.account_id,
+            credentials,
+            options,
+        )
+        .map_err(|e| Error::Account { reason: "InvalidAccount", message: e.to_string() })?;
+        clients.insert(name.to_owned(), (fingerprint, client.clone()));
+        Ok((account, client))
+    }
+}
+
+/// The credentials of an account, and a fingerprint that changes when they (or the spec) change.
+async fn credentials(ctx: &Context, account: &DatabricksAccount) -> Result<(Credentials, String), Error> {
+    let spec_fingerprint = serde_json::to_string(&account.spec).unwrap_or_default();
+    if let Some(m2m) = &account.spec.auth.oauth_m2m {
+        let reference = &m2m.secret_ref;
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &reference.namespace);
+        let secret = secrets
+            .get_opt(&reference.name)
+            .await
+            .map_err(|e| {
+                Error::kube(format!("reading Secret {}/{}", reference.namespace, reference.name), e)
+            })?
+            .ok_or_else(|| Error::Account {
+                reason: "CredentialsSecretNotFound",
+                message: format!(
+                    "Secret {}/{} with the account credentials does not exist",
+                    reference.namespace, reference.name
+                ),
+            })?;
+        let data = secret.data.unwrap_or_default();
+        let value = |key: &str| {
+            data.get(key)
+                .map(|v| String::from_utf8_lossy(&v.0).trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| Error::Account {
+                    reason: "CredentialsSecretInvalid",
+                    message: format!("Secret {}/{} has no key {key}", reference.namespace, reference.name),
+                })
+        };
+        let credentials = Credentials::ClientCredentials {
+            client_id: value(&m2m.client_id_key)?,
+            client_secret: value(&m2m.client_secret_key)?,
+        };
+        let version = secret.metadata.resource_version.unwrap_or_default();
+        return Ok((credentials, format!("{spec_fingerprint}/{version}")));
+    }
+    match &account.spec.auth.workload_identity {
+        Some(wi) => Ok((
+            Credentials::TokenExchange {
+                token_path: PathBuf::from(&wi.token_path),
+                client_id: wi.client_id.clone(),
+            },
+            spec_fingerprint,
+        )),
+        None => {
+            Err(Error::Account { reason: "InvalidAccount", message: "spec.auth sets no method".to_owned() })
+        }
+    }
+}
+
+/// `allowedNamespaces`: listed names, or namespaces whose labels match the selector.
+async fn check_namespace(ctx: &Context, account: &DatabricksAccount, namespace: &str) -> Result<(), Error> {
+    let Some(allowed) = &account.spec.allowed_namespaces else { return Ok(()) };
+    if allowed.names.iter().any(|n| n == namespace) {
+        return Ok(());
+    }
+    if let Some(selector) = &allowed.selector {
+        let ns = Api::<Namespace>::all(ctx.client.clone())
+            .get(namespace)
+            .await
+            .map_err(|e| Error::kube(format!("reading Namespace {namespace}"), e))?;
+        if selector_matches(selector, ns.labels()) {
+            return Ok(());
+        }
+    }
+    Err(Error::Account {
+        reason: "NamespaceNotAllowed",
+        message: format!(
+            "DatabricksAccount {} does not allow namespace {namespace} (spec.allowedNamespaces)",
+            account.name_any()
+        ),
+    })
+}
+
+/// Label selector semantics (matchLabels and matchExpressions: In, NotIn, Exists, DoesNotExist).
+pub fn selector_matches(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    labels_ok && expressions_ok
+}
+
+/// Proves access: a token, then an authenticated read; `Ready` says who the operator is or what is wrong.
+pub async fn reconcile(account: Arc<DatabricksAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = account.name_any();
+    let generation = account.metadata.generation;
+    let mut status = account.status.clone().unwrap_or_default();
+    let outcome = match ctx.accounts.client_for(&ctx, &name, None).await {
+        Err(err) => Err(err),
+        Ok((_, client)) => verify(&client).await.map(|who| (who, client)),
+    };
+    let action = match &outcome {
+        Ok((who, client)) => {
+            let message =
+                format!("Authenticated to account {} at {} as {who}", client.account_id(), client.host());
+            conditions::set(
+                &mut status.conditions,
+                conditions::READY,
+                true,
+                "Authenticated",
+                &message,
+                generation,
+            );
+            Action::requeue(ctx.config.resync_interval)
+        }
+        Err(err) => {
+            conditions::set(
+                &mut status.conditions,
+                conditions::READY,
+                false,
+                err.reason(),
+                &err.to_string(),
+                generation,
+            );
+            Action::requeue(if err.is_transient() {
+                Duration::from_secs(15)
+            } else {
+                Duration::from_secs(120)
+            })
+        }
+    };
+    status.observed_generation = generation;
+    super::patch_status(&Api::all(ctx.client.clone()), account.as_ref(), &status).await?;
+    Ok(action)
+}
+
+async fn verify(client: &AccountClient) -> Result<String, Error> {
+    client
+        .authenticate()
+        .await
+        .map_err(|e| Error::Account { reason: reason_for(&e), message: explain(&e, client) })?;
+    let identity = client.identity();
+    let read = match client.application_id() {
+        Some(app_id) => client.find_service_principal_by_application_id(&app_id).await.map(|sp| match sp {
+            Some(sp) => format!("service principal {} ({app_id})", sp.display_name),
+            None => identity.clone(),
+        }),
+        None => client.list_custom_apps().await.map(|_| identity.clone()),
+    };
+    read.map_err(|e| Error::Account { reason: reason_for(&e), message: explain(&e, client) })
+}
+
+fn reason_for(err: &crate::databricks::Error) -> &'static str {
+    if err.is_unauthenticated() {
+        "AuthenticationFailed"
+    } else if err.status() == Some(403) {
+        "NotAccountAdmin"
+    } else if err.is_retryable() {
+        "AccountUnreachable"
+    } else {
+        "AccountRequestRejected"
+    }
+}
+
+fn explain(err: &crate::databricks::Error, client: &AccountClient) -> String {
+    let who = client.identity();
+    if err.is_unauthenticated() {
+        format!(
+            "{who} could not authenticate: {err}. Check the client id and secret (or the federation policy)."
+        )
+    } else if err.status() == Some(403) {
+        format!("{who} authenticated but is not an account admin: {err}. Grant it the account admin role.")
+    } else {
+        format!("{who}: {err}")
+    }
+}

@@ -1,0 +1,69 @@
+//! kstatus-style conditions: one per type, `lastTransitionTime` moves only when the status flips.
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+
+pub const READY: &str = "Ready";
+pub const SYNCED: &str = "Synced";
+pub const CREDENTIALS_READY: &str = "CredentialsReady";
+
+/// Sets the condition of `type_`, keeping its `lastTransitionTime` unless the status changes.
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let status = if ok { "True" } else { "False" };
+    let previous = conditions.iter().find(|c| c.type_ == type_);
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Time(Timestamp::now()),
+    };
+    let condition = Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.chars().take(32_000).collect(),
+        observed_generation: generation,
+        last_transition_time,
+    };
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(condition);
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+/// The condition of `type_`, if set.
+pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_moves_only_on_flips() {
+        let mut conditions = Vec::new();
+        set(&mut conditions, READY, false, "Creating", "creating", Some(1));
+        let first = get(&conditions, READY).map(|c| c.last_transition_time.clone()).expect("set");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        set(&mut conditions, READY, false, "StillCreating", "still", Some(2));
+        let same = get(&conditions, READY).expect("set");
+        assert_eq!(same.last_transition_time, first, "same status keeps the time");
+        assert_eq!((same.reason.as_str(), same.observed_generation), ("StillCreating", Some(2)));
+        set(&mut conditions, READY, true, "Ready", "ok", Some(2));
+        assert_ne!(
+            get(&conditions, READY).map(|c| c.last_transition_time.clone()),
+            Some(first),
+            "a flip moves it"
+        );
+        set(&mut conditions, SYNCED, true, "Synced", "ok", Some(2));
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[0].type_, READY, "sorted, so status patches are stable");
+    }
+}

@@ -1,0 +1,82 @@
+//! Reconcile errors by failure kind, each with a stable PascalCase reason for conditions, events and metrics.
+
+use crate::databricks;
+
+/// Why a reconcile did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("{context}: {source}")]
+    Kube {
+        context: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// A Databricks call failed.
+    #[error("{0}")]
+    Databricks(#[from] databricks::Error),
+    /// The referenced DatabricksAccount is missing, refuses this namespace, or cannot authenticate.
+    #[error("{message}")]
+    Account { reason: &'static str, message: String },
+    /// Something only a person can fix (bad reference, conflicting Secret, limit reached).
+    #[error("{message}")]
+    NeedsAttention { reason: &'static str, message: String },
+    /// A test-only fail point fired (simulates the operator dying at that step).
+    #[error("fail point {0} fired")]
+    FailPoint(&'static str),
+    /// The finalizer machinery failed.
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    pub fn kube(context: impl Into<String>, source: kube::Error) -> Self {
+        Self::Kube { context: context.into(), source: Box::new(source) }
+    }
+
+    /// Stable PascalCase reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "KubernetesError",
+            Self::Databricks(e) if e.is_throttled() => "DatabricksThrottled",
+            Self::Databricks(e) if e.is_unauthenticated() => "DatabricksAuthenticationFailed",
+            Self::Databricks(e) if e.status() == Some(403) => "DatabricksPermissionDenied",
+            Self::Databricks(e) if e.is_retryable() => "DatabricksUnavailable",
+            Self::Databricks(_) => "DatabricksRequestRejected",
+            Self::Account { reason, .. } | Self::NeedsAttention { reason, .. } => reason,
+            Self::FailPoint(_) => "FailPoint",
+            Self::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
+                _ => "FinalizerError",
+            },
+        }
+    }
+
+    /// Whether waiting helps; otherwise a person must act and the object is not hot-looped.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Kube { .. } | Self::FailPoint(_) => true,
+            Self::Databricks(e) => e.is_retryable(),
+            Self::Account { reason, .. } => *reason == "AccountUnreachable",
+            Self::NeedsAttention { .. } => false,
+            Self::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_transient(),
+                _ => true,
+            },
+        }
+    }
+
+    /// The inner error of a finalizer failure (so conditions and metrics see the real cause).
+    pub fn unwrap_finalizer(self) -> Self {
+        match self {
+            Self::Finalizer(inner) => match *inner {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+                other => Self::Finalizer(Box::new(other)),
+            },
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The controllers and what they share: the Context, status writes, events, per-object backoff, fail points.
+
+pub mod accounts;
+pub mod conditions;
+mod error;
+pub mod secrets;
+pub mod service_principal;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use serde::Serialize;
+use serde_json::json;
+
+pub use error::Error;
+
+use crate::{
+    crd::{DatabricksAccount, ServicePrincipal},
+    databricks::ClientOptions,
+    metrics::{ControllerLabels, ErrorLabels, Metrics},
+};
+
+/// Field manager of every server-side apply, and the managed-by label value.
+pub const MANAGER: &str = "databricks-oauth-operator";
+/// A new value triggers a rotation.
+pub const ANNOTATION_ROTATE: &str = "oauth.databricks-operator.io/rotate";
+/// `"true"` stops all Databricks writes for the object.
+pub const ANNOTATION_PAUSED: &str = "oauth.databricks-operator.io/paused";
+/// `orphan` leaves the remote object behind on deletion, whatever the spec says.
+pub const ANNOTATION_DELETION_POLICY: &str = "oauth.databricks-operator.io/deletion-policy";
+
+/// Operator settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often every object is compared with Databricks (jittered by ±10%).
+    pub resync_interval: Duration,
+    /// How long a replaced secret stays valid after rotation.
+    pub rotation_grace: Duration,
+    /// Watch only this namespace (all when unset).
+    pub namespace: Option<String>,
+    /// Client tuning (the budget is replaced per account).
+    pub client_options: ClientOptions,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            resync_interval: Duration::from_secs(600),
+            rotation_grace: Duration::from_secs(600),
+            namespace: None,
+            client_options: ClientOptions::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn jittered_resync(&self) -> Duration {
+        self.resync_interval.mul_f64(rand::random_range(0.9..1.1))
+    }
+}
+
+/// Named points where a test can make the next reconcile stop, as if the operator died there.
+#[derive(Debug, Default, Clone)]
+pub struct FailPoints(Arc<Mutex<HashSet<&'static str>>>);
+
+impl FailPoints {
+    /// Arms `name` for one firing.
+    pub fn arm(&self, name: &'static str) {
+        if let Ok(mut armed) = self.0.lock() {
+            armed.insert(name);
+        }
+    }
+
+    /// Whether `name` is still armed (not yet fired).
+    pub fn armed(&self, name: &'static str) -> bool {
+        self.0.lock().map(|a| a.contains(name)).unwrap_or(false)
+    }
+
+    fn fire(&self, name: &'static str) -> bool {
+        self.0.lock().map(|mut a| a.remove(name)).unwrap_or(false)
+    }
+}
+
+/// Per-object exponential backoff (kube has none), reset on success.
+#[derive(Debug, Default)]
+struct Backoff(Mutex<HashMap<String, (u32, Instant)>>);
+
+impl Backoff {
+    fn next(&self, key: &str) -> Duration {
+        let Ok(mut map) = self.0.lock() else { return Duration::from_secs(30) };
+        let entry = map.entry(key.to_owned()).or_insert((0, Instant::now()));
+        entry.0 = (entry.0 + 1).min(10);
+        let base = Duration::from_millis(500 << entry.0.min(9)).min(Duration::from_secs(300));
+        base.mul_f64(rand::random_range(0.8..1.2))
+    }
+
+    fn reset(&self, key: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(key);
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub accounts: accounts::Registry,
+    pub metrics: Arc<Metrics>,
+    pub fail_points: FailPoints,
+    recorder: Recorder,
+    backoff: Backoff,
+}
+
+impl Context {
+    pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, fail_points: FailPoints) -> Self {
+        let reporter = Reporter { controller: MANAGER.to_owned(), instance: std::env::var("POD_NAME").ok() };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            accounts: accounts::Registry::default(),
+            metrics,
+            fail_points,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Stops this reconcile here if a test armed `name`.
+    pub fn fail_point(&self, name: &'static str) -> Result<(), Error> {
+        if self.fail_points.fire(name) { Err(Error::FailPoint(name)) } else { Ok(()) }
+    }
+
+    /// Publishes an event; failing to publish one never fails a reconcile. Notes never hold secret values.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::debug!(%err, "could not publish event");
+        }
+    }
+}
+
+/// Writes the status with server-side apply, only when it changed (every write is a watch event).
+pub async fn patch_status<K>(api: &Api<K>, obj: &K, status: &impl Serialize) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let desired = serde_json::to_value(status).unwrap_or_default();
+    let current = serde_json::to_value(obj).ok().and_then(|v| v.get("status").cloned()).unwrap_or_default();
+    if current == desired {
+        return Ok(());
+    }
+    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": desired});
+    api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map(drop)
+        .map_err(|e| Error::kube(format!("writing the status of {} {}", K::kind(&()), obj.name_any()), e))
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
+) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |obj, err, ctx| {
+        let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+        ctx.metrics
+            .reconcile_errors
+            .get_or_create(&ErrorLabels {
+                controller: controller.to_owned(),
+                reason: err.reason().to_owned(),
+            })
+            .inc();
+        if err.is_transient() {
+            tracing::warn!(controller, object = %key, reason = err.reason(), error = %err, "reconcile failed; retrying");
+            Action::requeue(ctx.backoff.next(&key))
+        } else {
+            // A person must act: the condition says what; changes to the object reconcile at once anyway.
+            tracing::warn!(controller, object = %key, reason = err.reason(), error = %err, "reconcile needs attention");
+            Action::requeue(Duration::from_secs(300).max(ctx.backoff.next(&key)))
+        }
+    }
+}
+
+async fn timed<K, F>(
+    controller: &'static str,
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    run: impl FnOnce(Arc<K>, Arc<Context>) -> F,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    let started = Instant::now();
+    let labels = ControllerLabels { controller: controller.to_owned() };
+    let result = run(obj, ctx.clone()).await;
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.backoff.reset(&key);
+    }
+    result
+}
+
+/// Runs every controller until shutdown (SIGTERM / Ctrl-C).
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let (principals, secrets): (Api<ServicePrincipal>, Api<Secret>) = match &ctx.config.namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let accounts: Api<DatabricksAccount> = Api::all(client.clone());
+    let managed = watcher::Config::default().labels(&format!("{}={MANAGER}", secrets::MANAGED_BY));
+
+    let principal_controller = Controller::new(principals, watcher::Config::default().any_semantic());
+    let store = principal_controller.store();
+    let principal_controller = principal_controller
+        .owns(secrets, managed)
+        // An account change (credentials fixed, namespace allowed) re-checks every principal that uses it.
+        .watches(accounts.clone(), watcher::Config::default(), move |account: DatabricksAccount| {
+            let name = account.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(move |sp| sp.spec.account_ref.name == name)
+                .map(|sp| ObjectRef::from_obj(sp.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(
+            |obj, ctx| timed("serviceprincipal", obj, ctx, service_principal::reconcile),
+            error_policy::<ServicePrincipal>("serviceprincipal"),
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    let account_controller = Controller::new(accounts, watcher::Config::default().any_semantic())
+        .shutdown_on_signal()
+        .run(
+            |obj, ctx| timed("databricksaccount", obj, ctx, accounts::reconcile),
+            error_policy::<DatabricksAccount>("databricksaccount"),
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    tokio::join!(principal_controller, account_controller);
+}

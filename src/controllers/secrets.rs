@@ -1,0 +1,133 @@
+//! The Kubernetes Secrets the operator publishes: built by a pure function, written only when the operator owns
+//! them (or they do not exist), applied server-side with `data` (never `stringData`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ObjectMeta, Patch, PatchParams},
+};
+use sha2::{Digest, Sha256};
+
+use super::{Error, MANAGER};
+use crate::crd::OutputTemplate;
+
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const INSTANCE: &str = "app.kubernetes.io/instance";
+pub const ANNOTATION_SECRET_ID: &str = "oauth.databricks-operator.io/secret-id";
+pub const ANNOTATION_EXPIRE_TIME: &str = "oauth.databricks-operator.io/expire-time";
+pub const ANNOTATION_CHECKSUM: &str = "oauth.databricks-operator.io/checksum";
+pub const ANNOTATION_SOURCE: &str = "oauth.databricks-operator.io/source";
+
+/// What a published Secret says (no values are kept here but the checksum).
+pub struct Published {
+    pub secret_id: Option<String>,
+    pub checksum_ok: bool,
+    pub data: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Whether every label and annotation the operator wants is already on the Secret (extra ones are left alone).
+pub fn metadata_current(published: &Published, desired: &Secret) -> bool {
+    let subset = |want: Option<&BTreeMap<String, String>>, have: &BTreeMap<String, String>| {
+        want.into_iter().flatten().all(|(k, v)| have.get(k) == Some(v))
+    };
+    subset(desired.metadata.labels.as_ref(), &published.labels)
+        && subset(desired.metadata.annotations.as_ref(), &published.annotations)
+}
+
+/// A checksum over the data, recorded in an annotation, so a hand edit is noticed without reading Databricks.
+pub fn checksum(data: &BTreeMap<String, String>) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in data {
+        hasher.update(key.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The Secret for `owner`: operator keys win over the template; the owner's own labels are never copied.
+pub fn build<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    name: &str,
+    data: BTreeMap<String, String>,
+    extra_annotations: BTreeMap<String, String>,
+    template: Option<&OutputTemplate>,
+) -> Secret {
+    let mut labels = template.map(|t| t.labels.clone()).unwrap_or_default();
+    labels.insert(MANAGED_BY.to_owned(), MANAGER.to_owned());
+    labels.insert(INSTANCE.to_owned(), owner.name_any());
+    let mut annotations = template.map(|t| t.annotations.clone()).unwrap_or_default();
+    annotations.extend(extra_annotations);
+    annotations.insert(ANNOTATION_CHECKSUM.to_owned(), checksum(&data));
+    annotations.insert(ANNOTATION_SOURCE.to_owned(), format!("{}/{}", K::kind(&()), owner.name_any()));
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: owner.namespace(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: owner.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
+        ..Secret::default()
+    }
+}
+
+fn owned_by(secret: &Secret, uid: &str) -> bool {
+    secret.owner_references().iter().any(|r: &OwnerReference| r.uid == uid && r.controller == Some(true))
+}
+
+/// Reads the Secret `name`: `Ok(None)` when absent, an error when it exists but belongs to someone else.
+pub async fn read_owned(api: &Api<Secret>, name: &str, owner_uid: &str) -> Result<Option<Published>, Error> {
+    let Some(secret) =
+        api.get_opt(name).await.map_err(|e| Error::kube(format!("reading Secret {name}"), e))?
+    else {
+        return Ok(None);
+    };
+    if !owned_by(&secret, owner_uid) {
+        let owner = secret
+            .owner_references()
+            .iter()
+            .find(|r| r.controller == Some(true))
+            .map(|r| format!("{} {}", r.kind, r.name))
+            .unwrap_or_else(|| "nobody (created outside the operator)".to_owned());
+        return Err(Error::NeedsAttention {
+            reason: "SecretConflict",
+            message: format!(
+                "Secret {name} exists and is owned by {owner}; the operator never overwrites a Secret it does not own. \
+                 Delete it, or choose another name in the secret name field."
+            ),
+        });
+    }
+    let data: BTreeMap<String, String> = secret
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    let annotations = secret.annotations().clone();
+    Ok(Some(Published {
+        secret_id: annotations.get(ANNOTATION_SECRET_ID).cloned(),
+        checksum_ok: annotations.get(ANNOTATION_CHECKSUM) == Some(&checksum(&data)),
+        data,
+        labels: secret.labels().clone(),
+        annotations,
+    }))
+}
+
+/// Applies the Secret server-side (force: the operator is the only writer of the keys it sets).
+pub async fn apply(api: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
+    let name = secret.name_any();
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(secret))
+        .await
+        .map(drop)
+        .map_err(|e| Error::kube(format!("writing Secret {name}"), e))
+}

@@ -1,0 +1,104 @@
+//! Prometheus metrics: reconciles, errors, durations, Databricks requests by operation and status, and the
+//! expiry time of every published credential.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub operation: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ControllerLabels, Counter>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub databricks_requests: Family<RequestLabels, Counter>,
+    pub credential_expiry: Family<ObjectLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("databricks_oauth_operator");
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        });
+        let databricks_requests = Family::<RequestLabels, Counter>::default();
+        let credential_expiry = Family::<ObjectLabels, Gauge>::default();
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        registry.register("reconcile_errors", "Reconciles that failed, by reason", reconcile_errors.clone());
+        registry.register("reconcile_duration_seconds", "Reconcile duration", reconcile_duration.clone());
+        registry.register(
+            "databricks_requests",
+            "Databricks API requests by operation and HTTP status (0: no answer)",
+            databricks_requests.clone(),
+        );
+        registry.register(
+            "credential_expiry_timestamp_seconds",
+            "When the published OAuth secret of a ServicePrincipal expires (Unix time)",
+            credential_expiry.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            databricks_requests,
+            credential_expiry,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// An observer for the Databricks client that counts requests.
+    pub fn databricks_observer(self: &Arc<Self>) -> crate::databricks::Observer {
+        let metrics = Arc::clone(self);
+        crate::databricks::Observer(Arc::new(move |operation, status| {
+            metrics
+                .databricks_requests
+                .get_or_create(&RequestLabels { operation: operation.to_owned(), status: status.to_string() })
+                .inc();
+        }))
+    }
+}

@@ -1,0 +1,200 @@
+//! An operator running in-process against the test control plane, talking to an in-process emulator.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use databricks_oauth_operator::{
+    controllers::{self, Context, FailPoints},
+    crd::{DatabricksAccount, ServicePrincipal},
+    databricks::{AccountClient, Budget, ClientOptions, Credentials},
+    emulator::{Emulator, EmulatorConfig},
+    metrics::Metrics,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+use super::{TestEnv, wait_for};
+
+pub const ACCOUNT_ID: &str = "0d3c8a0e-6f1b-4c2a-9a57-3f2b1e4d5c6a";
+pub const ADMIN_ID: &str = "emulator-admin";
+pub const ADMIN_SECRET: &str = "admin-secret-value";
+pub const WORKSPACES: [i64; 3] = [1001, 1002, 1003];
+
+pub struct Operator {
+    pub emulator: Emulator,
+    pub ctx: Arc<Context>,
+    pub account: String,
+    /// A client of the emulator acting as the account admin, for assertions.
+    pub admin: AccountClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct OperatorOptions {
+    pub resync: Duration,
+    pub grace: Duration,
+    pub allowed_namespaces: Option<Value>,
+}
+
+impl Default for OperatorOptions {
+    fn default() -> Self {
+        Self { resync: Duration::from_secs(600), grace: Duration::from_secs(2), allowed_namespaces: None }
+    }
+}
+
+impl TestEnv {
+    /// An emulator, a DatabricksAccount pointing at it, and the operator watching this test's namespace.
+    pub async fn operator(&self, options: OperatorOptions) -> Operator {
+        let mut config = EmulatorConfig::new(ACCOUNT_ID, ADMIN_ID, ADMIN_SECRET);
+        config.workspaces = WORKSPACES.to_vec();
+        let emulator =
+            Emulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("emulator");
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let admin_secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "databricks-admin"},
+            "stringData": {"DATABRICKS_CLIENT_ID": ADMIN_ID, "DATABRICKS_CLIENT_SECRET": ADMIN_SECRET},
+        }))
+        .expect("secret");
+        secrets.create(&PostParams::default(), &admin_secret).await.expect("admin secret");
+        let account = format!("{}-account", self.namespace);
+        let mut spec = json!({
+            "accountId": ACCOUNT_ID,
+            "host": emulator.url(),
+            "auth": {"oauthM2M": {"secretRef": {"namespace": self.namespace, "name": "databricks-admin"}}},
+            "rateLimit": {"requestsPerSecond": 200, "burst": 200, "maxConcurrency": 16},
+        });
+        if let Some(allowed) = options.allowed_namespaces {
+            spec["allowedNamespaces"] = allowed;
+        }
+        let object: DatabricksAccount =
+            serde_json::from_value(json!({"metadata": {"name": account}, "spec": spec})).expect("account");
+        Api::<DatabricksAccount>::all(self.client.clone())
+            .create(&PostParams::default(), &object)
+            .await
+            .expect("account");
+        let config = controllers::Config {
+            resync_interval: options.resync,
+            rotation_grace: options.grace,
+            namespace: Some(self.namespace.clone()),
+            ..controllers::Config::default()
+        };
+        let ctx = Arc::new(Context::new(
+            self.client.clone(),
+            config,
+            Arc::new(Metrics::default()),
+            FailPoints::default(),
+        ));
+        let task = tokio::spawn(controllers::run(ctx.clone()));
+        let credentials =
+            Credentials::ClientCredentials { client_id: ADMIN_ID.into(), client_secret: ADMIN_SECRET.into() };
+        let options = ClientOptions { budget: Budget::new(1000.0, 1000, 8), ..ClientOptions::default() };
+        let admin = AccountClient::new(&emulator.url(), ACCOUNT_ID, credentials, options).expect("client");
+        Operator { emulator, ctx, account, admin, task }
+    }
+
+    pub fn principals(&self) -> Api<ServicePrincipal> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates a ServicePrincipal from a spec, pointing at the operator's account.
+    pub async fn create_principal(
+        &self,
+        operator: &Operator,
+        name: &str,
+        mut spec: Value,
+    ) -> ServicePrincipal {
+        spec["accountRef"] = json!({"name": operator.account});
+        let object: ServicePrincipal =
+            serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("sp");
+        self.principals().create(&PostParams::default(), &object).await.expect("create sp")
+    }
+
+    pub async fn patch_principal(&self, name: &str, patch: Value) {
+        self.principals()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patch sp");
+    }
+
+    pub async fn delete_principal(&self, name: &str) {
+        self.principals().delete(name, &DeleteParams::default()).await.expect("delete sp");
+    }
+
+    /// Waits until the condition `type_` of `name` has `status` (and returns the object).
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> ServicePrincipal {
+        let api = self.principals();
+        let result = wait_for(timeout, || {
+            let api = api.clone();
+            async move {
+                let sp = api.get(name).await.ok()?;
+                let ok =
+                    sp.status.as_ref()?.conditions.iter().any(|c| c.type_ == type_ && c.status == status);
+                ok.then_some(sp)
+            }
+        })
+        .await;
+        match result {
+            Ok(sp) => sp,
+            Err(_) => {
+                let sp = api.get(name).await.ok();
+                panic!(
+                    "{name}: {type_} did not become {status} in {timeout:?}; status: {}",
+                    serde_json::to_string_pretty(&sp.and_then(|s| s.status)).unwrap_or_default()
+                )
+            }
+        }
+    }
+
+    /// Waits until the object is gone (its finalizer ran).
+    pub async fn wait_gone(&self, name: &str, timeout: Duration) {
+        let api = self.principals();
+        wait_for(timeout, || {
+            let api = api.clone();
+            async move { api.get_opt(name).await.ok().and_then(|o| o.is_none().then_some(())) }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name} was not deleted within {timeout:?}"));
+    }
+
+    /// The data of a Secret as strings.
+    pub async fn secret_data(&self, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        let secret = self.secrets().get_opt(name).await.ok()??;
+        Some(secret.data?.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect())
+    }
+}
+
+impl Operator {
+    /// Principals in the emulator tagged with this object's UID.
+    pub async fn tagged(&self, sp: &ServicePrincipal) -> usize {
+        let uid = sp.uid().unwrap_or_default();
+        self.admin.find_service_principals_by_external_id(&uid).await.expect("find").len()
+    }
+
+    /// Whether client credentials work against the emulator.
+    pub async fn works(&self, client_id: &str, secret: &str) -> bool {
+        self.admin.verify_client_credentials(client_id, secret).await.is_ok()
+    }
+}
+
+/// Name of a ServicePrincipal's metadata as a convenience.
+pub fn name_of(meta: &ObjectMeta) -> String {
+    meta.name.clone().unwrap_or_default()
+}
