@@ -118,3 +118,370 @@ async fn a_principal_becomes_ready_and_its_secret_works_with_the_python_sdk() {
         assert!(!serde_json::to_string(&event).expect("json").contains(value.as_str()));
     }
 }
+
+async fn assignment_of(
+    operator: &support::operator::Operator,
+    workspace: i64,
+    principal_id: i64,
+) -> Option<Vec<String>> {
+    let assigned = operator.admin.list_workspace_assignments(workspace).await.expect("list");
+    assigned.iter().find(|a| a.principal.principal_id == Some(principal_id)).map(|a| a.permissions.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assignments_converge_exactly_and_deletion_follows_the_policy() {
+    let env = TestEnv::new().await;
+    let operator = env.operator(OperatorOptions::default()).await;
+    env.create_principal(
+        &operator,
+        "assigned",
+        json!({
+            "workspaceAssignments": [{"workspaceId": WORKSPACES[0], "permissions": ["USER"]}],
+        }),
+    )
+    .await;
+    let sp = env.wait_condition("assigned", "Ready", "True", READY).await;
+    let id: i64 = sp.status.as_ref().and_then(|s| s.id.clone()).expect("id").parse().expect("numeric");
+    assert!(sp.status.as_ref().and_then(|s| s.credentials.as_ref()).is_none(), "no credentials requested");
+    assert_eq!(assignment_of(&operator, WORKSPACES[0], id).await, Some(vec!["USER".to_owned()]));
+
+    // Add one, change one: converged exactly.
+    env.patch_principal(
+        "assigned",
+        json!({"spec": {"workspaceAssignments": [
+            {"workspaceId": WORKSPACES[0], "permissions": ["ADMIN"]},
+            {"workspaceId": WORKSPACES[2], "permissions": ["USER"]},
+        ]}}),
+    )
+    .await;
+    wait_for(READY, || async { (assignment_of(&operator, WORKSPACES[2], id).await.is_some()).then_some(()) })
+        .await
+        .expect("added");
+    wait_for(READY, || async {
+        (assignment_of(&operator, WORKSPACES[0], id).await == Some(vec!["ADMIN".to_owned()])).then_some(())
+    })
+    .await
+    .expect("changed");
+    // Remove one.
+    env.patch_principal(
+        "assigned",
+        json!({"spec": {"workspaceAssignments": [{"workspaceId": WORKSPACES[2], "permissions": ["USER"]}]}}),
+    )
+    .await;
+    wait_for(READY, || async { assignment_of(&operator, WORKSPACES[0], id).await.is_none().then_some(()) })
+        .await
+        .expect("removed");
+    assert_eq!(assignment_of(&operator, WORKSPACES[2], id).await, Some(vec!["USER".to_owned()]));
+
+    // Delete (default for created principals): nothing is left behind.
+    env.delete_principal("assigned").await;
+    env.wait_gone("assigned", READY).await;
+    assert!(operator.admin.get_service_principal(&id.to_string()).await.expect_err("deleted").is_not_found());
+    assert_eq!(assignment_of(&operator, WORKSPACES[2], id).await, None);
+
+    // Deactivate keeps the principal, inactive, without secrets.
+    env.create_principal(
+        &operator,
+        "deactivated",
+        json!({"deletionPolicy": "Deactivate", "credentials": {}}),
+    )
+    .await;
+    let sp = env.wait_condition("deactivated", "Ready", "True", READY).await;
+    let id = sp.status.as_ref().and_then(|s| s.id.clone()).expect("id");
+    env.delete_principal("deactivated").await;
+    env.wait_gone("deactivated", READY).await;
+    let remote = operator.admin.get_service_principal(&id).await.expect("kept");
+    assert!(!remote.active);
+    assert!(operator.admin.list_secrets(&id).await.expect("secrets").is_empty());
+
+    // The orphan annotation wins over the spec.
+    env.create_principal(&operator, "orphaned", json!({"deletionPolicy": "Delete"})).await;
+    let sp = env.wait_condition("orphaned", "Ready", "True", READY).await;
+    let id = sp.status.as_ref().and_then(|s| s.id.clone()).expect("id");
+    env.patch_principal(
+        "orphaned",
+        json!({"metadata": {"annotations": {"oauth.databricks-operator.io/deletion-policy": "orphan"}}}),
+    )
+    .await;
+    env.delete_principal("orphaned").await;
+    env.wait_gone("orphaned", READY).await;
+    assert!(operator.admin.get_service_principal(&id).await.expect("left alone").active);
+}
+
+/// Polls the Secret during `window`, checking that every value it ever holds authenticates.
+async fn watch_secret_stays_valid(
+    env: &TestEnv,
+    operator: &support::operator::Operator,
+    name: &str,
+    window: Duration,
+) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(data) = env.secret_data(name).await {
+            let value = data["DATABRICKS_CLIENT_SECRET"].clone();
+            if seen.last() != Some(&value) {
+                assert!(
+                    operator.works(&data["DATABRICKS_CLIENT_ID"], &value).await,
+                    "the Secret held a dead credential"
+                );
+                seen.push(value);
+            } else {
+                assert!(
+                    operator.works(&data["DATABRICKS_CLIENT_ID"], &value).await,
+                    "the published credential stopped working"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    seen
+}
+
+async fn secret_id(env: &TestEnv, name: &str) -> String {
+    let sp = env.principals().get(name).await.expect("sp");
+    sp.status.and_then(|s| s.credentials).and_then(|c| c.secret_id).expect("secret id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_manual_rotation_tampering_and_drift_keep_a_working_secret() {
+    let env = TestEnv::new().await;
+    let operator = env
+        .operator(OperatorOptions {
+            resync: Duration::from_secs(3),
+            grace: Duration::from_secs(2),
+            ..Default::default()
+        })
+        .await;
+    // Renewal 10 s after minting.
+    env.create_principal(
+        &operator,
+        "rotating",
+        json!({"credentials": {"lifetime": "5m", "renewBefore": "4m50s"}}),
+    )
+    .await;
+    let sp = env.wait_condition("rotating", "Ready", "True", READY).await;
+    let id = sp.status.as_ref().and_then(|s| s.id.clone()).expect("id");
+    let first = secret_id(&env, "rotating").await;
+
+    // Scheduled rotation, with no moment where the Secret holds a dead credential.
+    let seen =
+        watch_secret_stays_valid(&env, &operator, "rotating-databricks", Duration::from_secs(16)).await;
+    assert!(seen.len() >= 2, "rotated at renewTime: {} values seen", seen.len());
+    assert_ne!(secret_id(&env, "rotating").await, first);
+    // The old secret is deleted after the grace period; at most 5 ever exist.
+    wait_for(READY, || async {
+        let live = operator.admin.list_secrets(&id).await.ok()?;
+        (!live.iter().any(|s| s.id == first)).then_some(())
+    })
+    .await
+    .expect("old secret retired");
+
+    // Manual rotation through the annotation.
+    let before = secret_id(&env, "rotating").await;
+    env.patch_principal(
+        "rotating",
+        json!({"metadata": {"annotations": {"oauth.databricks-operator.io/rotate": "now-1"}}}),
+    )
+    .await;
+    wait_for(READY, || async { (secret_id(&env, "rotating").await != before).then_some(()) })
+        .await
+        .expect("manual rotation");
+
+    // A Secret edited by hand is repaired with a new secret.
+    let before = secret_id(&env, "rotating").await;
+    let tampered: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "rotating-databricks"},
+        "stringData": {"DATABRICKS_CLIENT_SECRET": "edited-by-hand"},
+    }))
+    .expect("secret");
+    env.secrets()
+        .patch("rotating-databricks", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&tampered))
+        .await
+        .expect("tamper");
+    wait_for(READY, || async {
+        let data = env.secret_data("rotating-databricks").await?;
+        (data["DATABRICKS_CLIENT_SECRET"] != "edited-by-hand" && secret_id(&env, "rotating").await != before)
+            .then_some(())
+    })
+    .await
+    .expect("repaired");
+    // A deleted Secret is recreated.
+    env.secrets().delete("rotating-databricks", &Default::default()).await.expect("delete");
+    wait_for(READY, || async { env.secret_data("rotating-databricks").await.map(drop) })
+        .await
+        .expect("recreated");
+    let data = env.secret_data("rotating-databricks").await.expect("data");
+    assert!(operator.works(&data["DATABRICKS_CLIENT_ID"], &data["DATABRICKS_CLIENT_SECRET"]).await);
+
+    // Drift made in Databricks is reverted on the resync interval.
+    operator
+        .admin
+        .patch_service_principal(
+            &id,
+            &[databricks_oauth_operator::databricks::types::PatchOperation::replace(
+                "displayName",
+                "renamed in the UI",
+            )],
+        )
+        .await
+        .expect("drift");
+    wait_for(READY, || async {
+        (operator.admin.get_service_principal(&id).await.ok()?.display_name == "rotating").then_some(())
+    })
+    .await
+    .expect("drift reverted");
+    let live = operator.admin.list_secrets(&id).await.expect("secrets");
+    assert!(live.len() <= 5, "{} secrets", live.len());
+}
+
+async fn live_secret_ids(operator: &support::operator::Operator, id: &str) -> Vec<String> {
+    operator.admin.list_secrets(id).await.expect("secrets").into_iter().map(|s| s.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_reconcile_leaves_no_duplicate_and_no_orphaned_secret() {
+    use databricks_oauth_operator::emulator::FaultRule;
+    let env = TestEnv::new().await;
+    let operator =
+        env.operator(OperatorOptions { grace: Duration::from_secs(1), ..Default::default() }).await;
+    let cases: Vec<(&str, Option<&'static str>, Option<FaultRule>)> = vec![
+        ("crash-after-create-principal", Some("after-create-principal"), None),
+        ("crash-after-create-secret", Some("after-create-secret"), None),
+        ("crash-after-write-secret", Some("after-write-secret"), None),
+        ("lost-principal-answer", None, Some(FaultRule::drop_response("scim.sp.create").times(1))),
+        ("lost-secret-answer", None, Some(FaultRule::drop_response("secrets.create").times(1))),
+    ];
+    for (name, fail_point, fault) in cases {
+        if let Some(point) = fail_point {
+            operator.ctx.fail_points.arm(point);
+        }
+        if let Some(fault) = fault {
+            operator.emulator.add_fault(fault).await;
+        }
+        let sp = env.create_principal(&operator, name, json!({"credentials": {}})).await;
+        let ready = env.wait_condition(name, "Ready", "True", READY).await;
+        if let Some(point) = fail_point {
+            assert!(!operator.ctx.fail_points.armed(point), "{name}: the fail point fired");
+        }
+        operator.emulator.clear_faults().await;
+        assert_eq!(operator.tagged(&sp).await, 1, "{name}: exactly one principal");
+        let status = ready.status.expect("status");
+        let id = status.id.expect("id");
+        let published = status.credentials.and_then(|c| c.secret_id).expect("published");
+        wait_for(READY, || async {
+            (live_secret_ids(&operator, &id).await == vec![published.clone()]).then_some(())
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name}: only the published secret remains"));
+        let data = env.secret_data(&format!("{name}-databricks")).await.expect("data");
+        assert!(
+            operator.works(&data["DATABRICKS_CLIENT_ID"], &data["DATABRICKS_CLIENT_SECRET"]).await,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_the_operator_does_not_own_is_never_overwritten() {
+    let env = TestEnv::new().await;
+    let operator = env.operator(OperatorOptions::default()).await;
+    let foreign: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(json!({"metadata": {"name": "taken"}, "stringData": {"mine": "keep me"}}))
+            .expect("secret");
+    env.secrets().create(&kube::api::PostParams::default(), &foreign).await.expect("foreign secret");
+    env.create_principal(&operator, "conflicting", json!({"credentials": {"secretName": "taken"}})).await;
+    let sp = env.wait_condition("conflicting", "CredentialsReady", "False", READY).await;
+    let condition = sp
+        .status
+        .as_ref()
+        .expect("status")
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "CredentialsReady")
+        .expect("c")
+        .clone();
+    assert_eq!(condition.reason, "SecretConflict");
+    assert!(condition.message.contains("never overwrites a Secret it does not own"), "{}", condition.message);
+    let ready = sp
+        .status
+        .as_ref()
+        .expect("status")
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("ready")
+        .clone();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "SecretConflict"));
+    let data = env.secret_data("taken").await.expect("data");
+    assert_eq!(data.get("mine").map(String::as_str), Some("keep me"));
+    assert_eq!(data.len(), 1, "untouched");
+    let id = sp.status.and_then(|s| s.id).expect("principal exists");
+    assert!(live_secret_ids(&operator, &id).await.is_empty(), "nothing was minted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disallowed_namespaces_and_paused_objects_make_no_databricks_writes() {
+    let env = TestEnv::new().await;
+    let operator = env
+        .operator(OperatorOptions {
+            allowed_namespaces: Some(json!({"names": ["somewhere-else"]})),
+            ..Default::default()
+        })
+        .await;
+    env.create_principal(&operator, "refused", json!({"credentials": {}})).await;
+    let sp = env.wait_condition("refused", "Ready", "False", READY).await;
+    let ready =
+        sp.status.expect("status").conditions.into_iter().find(|c| c.type_ == "Ready").expect("ready");
+    assert_eq!(ready.reason, "NamespaceNotAllowed");
+    assert!(ready.message.contains("allowedNamespaces"), "{}", ready.message);
+    assert_eq!(operator.emulator.stats().await.writes, 0, "no Databricks call for a refused namespace");
+
+    // Allow it by label; a paused object still makes no write until the annotation goes.
+    env.patch_principal(
+        "refused",
+        json!({"metadata": {"annotations": {"oauth.databricks-operator.io/paused": "true"}}}),
+    )
+    .await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
+    namespaces
+        .patch(
+            &env.namespace,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"databricks": "yes"}}})),
+        )
+        .await
+        .expect("label");
+    let accounts: Api<DatabricksAccount> = Api::all(env.client.clone());
+    accounts
+        .patch(
+            &operator.account,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"spec": {"allowedNamespaces": {"selector": {"matchLabels": {"databricks": "yes"}}}}}),
+            ),
+        )
+        .await
+        .expect("allow by selector");
+    env.patch_principal(
+        "refused",
+        json!({"metadata": {"annotations": {"oauth.databricks-operator.io/paused": "true"}}}),
+    )
+    .await;
+    let sp = env.wait_condition("refused", "Ready", "False", READY).await;
+    let paused = wait_for(READY, || async {
+        let sp = env.principals().get("refused").await.ok()?;
+        sp.status?.conditions.into_iter().find(|c| c.type_ == "Ready" && c.reason == "Paused")
+    })
+    .await
+    .expect("paused");
+    assert!(paused.message.contains("paused"), "{}", paused.message);
+    drop(sp);
+    assert_eq!(operator.emulator.stats().await.writes, 0, "paused: still no write");
+    env.patch_principal(
+        "refused",
+        json!({"metadata": {"annotations": {"oauth.databricks-operator.io/paused": null}}}),
+    )
+    .await;
+    env.wait_condition("refused", "Ready", "True", READY).await;
+}
