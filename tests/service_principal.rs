@@ -485,3 +485,199 @@ async fn disallowed_namespaces_and_paused_objects_make_no_databricks_writes() {
     .await;
     env.wait_condition("refused", "Ready", "True", READY).await;
 }
+
+/// Everything the operator logs in this test binary (to prove no secret value is ever logged).
+fn captured_logs() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,hyper=info,h2=info,tower=info,rustls=info",
+            ))
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buffer
+    })
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut logs) = self.0.lock() {
+            logs.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_principals_converge_under_faults_without_duplicates_orphans_or_leaks() {
+    use databricks_oauth_operator::emulator::FaultRule;
+    let logs = captured_logs();
+    let env = TestEnv::new().await;
+    let operator =
+        env.operator(OperatorOptions { grace: Duration::from_secs(1), ..Default::default() }).await;
+    let faults = [
+        FaultRule { skip: 3, ..FaultRule::status("scim.sp.create", 429).retry_after("1").times(4) },
+        FaultRule { skip: 10, empty_body: true, ..FaultRule::status("scim.sp.list", 429).times(3) },
+        FaultRule { skip: 5, ..FaultRule::status("secrets.create", 503).times(4) },
+        FaultRule { skip: 12, ..FaultRule::drop_response("scim.sp.create").times(3) },
+        FaultRule { skip: 7, ..FaultRule::drop_response("secrets.create").times(3) },
+        FaultRule { skip: 2, ..FaultRule::status("assignments.put", 500).times(3) },
+        FaultRule { skip: 20, ..FaultRule::status("oidc.token", 503).times(2) },
+    ];
+    for fault in faults {
+        operator.emulator.add_fault(fault).await;
+    }
+    let names: Vec<String> = (0..50).map(|i| format!("batch-{i:02}")).collect();
+    for name in &names {
+        env.create_principal(
+            &operator,
+            name,
+            json!({
+                "workspaceAssignments": [{"workspaceId": WORKSPACES[0], "permissions": ["USER"]}],
+                "credentials": {},
+            }),
+        )
+        .await;
+    }
+    for name in &names {
+        env.wait_condition(name, "Ready", "True", Duration::from_secs(240)).await;
+    }
+    let stats = operator.emulator.stats().await;
+    assert!(
+        stats.with_status(429) + stats.with_status(503) + stats.with_status(500) > 0,
+        "faults were injected: {stats:?}"
+    );
+    // Without faults a new principal costs about a dozen calls; a retry storm would be far above this.
+    assert!(stats.requests < 50 * 25, "{} requests for 50 principals: {stats:?}", stats.requests);
+
+    let mut values = Vec::new();
+    for name in &names {
+        let sp = env.principals().get(name).await.expect("sp");
+        assert_eq!(operator.tagged(&sp).await, 1, "{name}: exactly one principal");
+        let status = sp.status.expect("status");
+        let id = status.id.expect("id");
+        let published = status.credentials.and_then(|c| c.secret_id).expect("published");
+        wait_for(READY, || async {
+            (live_secret_ids(&operator, &id).await == vec![published.clone()]).then_some(())
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name}: only the published secret remains"));
+        let data = env.secret_data(&format!("{name}-databricks")).await.expect("secret");
+        values.push(data["DATABRICKS_CLIENT_SECRET"].clone());
+    }
+    let summary = operator.emulator.summary().await;
+    assert_eq!(summary["principals"].as_array().map(Vec::len), Some(51), "the admin and 50, no duplicates");
+
+    // No secret value in logs, events or status.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.client.clone(), &env.namespace);
+    let events = serde_json::to_string(&events.list(&ListParams::default()).await.expect("events").items)
+        .expect("json");
+    let statuses = serde_json::to_string(
+        &env.principals()
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .map(|s| s.status.clone())
+            .collect::<Vec<_>>(),
+    )
+    .expect("json");
+    let logs = String::from_utf8_lossy(&logs.lock().expect("logs")).into_owned();
+    assert!(logs.len() > 1000, "logs were captured ({} bytes)", logs.len());
+    for value in values.iter().chain([&support::operator::ADMIN_SECRET.to_owned()]) {
+        assert!(!logs.contains(value.as_str()), "a secret value was logged");
+        assert!(!events.contains(value.as_str()), "a secret value is in an event");
+        assert!(!statuses.contains(value.as_str()), "a secret value is in a status");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_remote_deletion_and_account_errors() {
+    use databricks_oauth_operator::databricks::types::NewServicePrincipal;
+    let env = TestEnv::new().await;
+    let operator = env.operator(OperatorOptions::default()).await;
+
+    // Adopt an existing principal; by default it is left in place when the object goes.
+    let existing = operator
+        .admin
+        .create_service_principal(&NewServicePrincipal::new("made by hand", true, None))
+        .await
+        .expect("sp");
+    env.create_principal(
+        &operator,
+        "adopted",
+        json!({"adopt": {"applicationId": existing.application_id}, "displayName": "made by hand"}),
+    )
+    .await;
+    let sp = env.wait_condition("adopted", "Ready", "True", READY).await;
+    assert_eq!(sp.status.as_ref().and_then(|s| s.id.clone()), Some(existing.id.clone()));
+    env.delete_principal("adopted").await;
+    env.wait_gone("adopted", READY).await;
+    assert!(
+        operator.admin.get_service_principal(&existing.id).await.is_ok(),
+        "adopted principals are orphaned by default"
+    );
+
+    // A principal deleted by hand in Databricks is recreated, with a working secret.
+    env.create_principal(&operator, "recreated", json!({"credentials": {}})).await;
+    let sp = env.wait_condition("recreated", "Ready", "True", READY).await;
+    let first = sp.status.as_ref().and_then(|s| s.id.clone()).expect("id");
+    operator.admin.delete_service_principal(&first).await.expect("delete by hand");
+    env.patch_principal("recreated", json!({"metadata": {"annotations": {"touch": "1"}}})).await;
+    let recreated = wait_for(READY, || async {
+        let sp = env.principals().get("recreated").await.ok()?;
+        let id = sp.status.as_ref()?.id.clone()?;
+        let ready = sp.status.as_ref()?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        (id != first && ready).then_some(sp)
+    })
+    .await
+    .expect("recreated");
+    assert_eq!(operator.tagged(&recreated).await, 1);
+    let data = env.secret_data("recreated-databricks").await.expect("data");
+    assert!(operator.works(&data["DATABRICKS_CLIENT_ID"], &data["DATABRICKS_CLIENT_SECRET"]).await);
+
+    // Wrong account credentials: an actionable message on the account and on its principals.
+    let wrong: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(json!({"metadata": {"name": "databricks-admin"}, "stringData": {"DATABRICKS_CLIENT_SECRET": "wrong"}}))
+            .expect("secret");
+    env.secrets()
+        .patch("databricks-admin", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&wrong))
+        .await
+        .expect("break credentials");
+    let accounts: Api<DatabricksAccount> = Api::all(env.client.clone());
+    accounts
+        .patch(
+            &operator.account,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})),
+        )
+        .await
+        .expect("touch");
+    let condition = wait_for(READY, || async {
+        let account = accounts.get(&operator.account).await.ok()?;
+        account.status?.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "False")
+    })
+    .await
+    .expect("account not ready");
+    assert_eq!(condition.reason, "AuthenticationFailed");
+    assert!(condition.message.contains("Check the client id and secret"), "{}", condition.message);
+    assert!(!condition.message.contains("wrong"), "no secret in the message");
+    env.create_principal(&operator, "blocked", json!({})).await;
+    let sp = env.wait_condition("blocked", "Ready", "False", READY).await;
+    let ready =
+        sp.status.expect("status").conditions.into_iter().find(|c| c.type_ == "Ready").expect("ready");
+    assert_eq!(ready.reason, "DatabricksAuthenticationFailed");
+    assert!(ready.message.contains("invalid_client"), "{}", ready.message);
+}

@@ -182,6 +182,11 @@ impl TestEnv {
 }
 
 impl Operator {
+    /// Stops the in-process controllers (keeping the emulator and the account).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
     /// Principals in the emulator tagged with this object's UID.
     pub async fn tagged(&self, sp: &ServicePrincipal) -> usize {
         let uid = sp.uid().unwrap_or_default();
