@@ -553,6 +553,10 @@ async fn fifty_principals_converge_under_faults_without_duplicates_orphans_or_le
         env.wait_condition(name, "Ready", "True", Duration::from_secs(240)).await;
     }
     let stats = operator.emulator.stats().await;
+    eprintln!(
+        "50 principals under faults: {} Databricks requests ({} reads, {} writes, {} throttled)",
+        stats.requests, stats.reads, stats.writes, stats.throttled
+    );
     assert!(
         stats.with_status(429) + stats.with_status(503) + stats.with_status(500) > 0,
         "faults were injected: {stats:?}"
