@@ -1,6 +1,7 @@
 //! The controllers and what they share: the Context, status writes, events, per-object backoff, fail points.
 
 pub mod accounts;
+pub mod app_connection;
 pub mod conditions;
 mod error;
 pub mod secrets;
@@ -31,7 +32,7 @@ use serde_json::json;
 pub use error::Error;
 
 use crate::{
-    crd::{DatabricksAccount, ServicePrincipal},
+    crd::{DatabricksAccount, DatabricksAppConnection, ServicePrincipal},
     databricks::ClientOptions,
     metrics::{ControllerLabels, ErrorLabels, Metrics},
 };
@@ -234,17 +235,22 @@ where
 /// Runs every controller until shutdown (SIGTERM / Ctrl-C).
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let (principals, secrets): (Api<ServicePrincipal>, Api<Secret>) = match &ctx.config.namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let (principals, apps, secrets): (Api<ServicePrincipal>, Api<DatabricksAppConnection>, Api<Secret>) =
+        match &ctx.config.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+        };
     let accounts: Api<DatabricksAccount> = Api::all(client.clone());
     let managed = watcher::Config::default().labels(&format!("{}={MANAGER}", secrets::MANAGED_BY));
 
     let principal_controller = Controller::new(principals, watcher::Config::default().any_semantic());
     let store = principal_controller.store();
     let principal_controller = principal_controller
-        .owns(secrets, managed)
+        .owns(secrets.clone(), managed.clone())
         // An account change (credentials fixed, namespace allowed) re-checks every principal that uses it.
         .watches(accounts.clone(), watcher::Config::default(), move |account: DatabricksAccount| {
             let name = account.name_any();
@@ -262,6 +268,26 @@ pub async fn run(ctx: Arc<Context>) {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
+    let app_controller = Controller::new(apps, watcher::Config::default().any_semantic());
+    let app_store = app_controller.store();
+    let app_controller = app_controller
+        .owns(secrets, managed)
+        .watches(accounts.clone(), watcher::Config::default(), move |account: DatabricksAccount| {
+            let name = account.name_any();
+            app_store
+                .state()
+                .into_iter()
+                .filter(move |app| app.spec.account_ref.name == name)
+                .map(|app| ObjectRef::from_obj(app.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(
+            |obj, ctx| timed("databricksappconnection", obj, ctx, app_connection::reconcile),
+            error_policy::<DatabricksAppConnection>("databricksappconnection"),
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
     let account_controller = Controller::new(accounts, watcher::Config::default().any_semantic())
         .shutdown_on_signal()
         .run(
@@ -270,5 +296,5 @@ pub async fn run(ctx: Arc<Context>) {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
-    tokio::join!(principal_controller, account_controller);
+    tokio::join!(principal_controller, app_controller, account_controller);
 }

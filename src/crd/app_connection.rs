@@ -150,6 +150,13 @@ pub struct DatabricksAppConnectionStatus {
     /// Name of the Secret the client credentials are published in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// Set while an integration is being created: an integration with this name created after it, but not
+    /// recorded here, is a leftover of an interrupted create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creating_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The value of the `oauth.databricks-operator.io/rotate` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_request: Option<String>,
     /// `Ready`, `Synced` and `CredentialsReady`, each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
