@@ -221,7 +221,9 @@ async fn verify(client: &AccountClient) -> Result<String, Error> {
     let identity = client.identity();
     let read = match client.application_id() {
         Some(app_id) => client.find_service_principal_by_application_id(&app_id).await.map(|sp| match sp {
-            Some(sp) => format!("service principal {} ({app_id})", sp.display_name),
+            Some(sp) => {
+                format!("service principal {} ({app_id}) via {}", sp.display_name, client.auth_method())
+            }
             None => identity.clone(),
         }),
         None => client.list_custom_apps().await.map(|_| identity.clone()),

@@ -18,6 +18,9 @@ pub enum Error {
     /// The referenced DatabricksAccount is missing, refuses this namespace, or cannot authenticate.
     #[error("{message}")]
     Account { reason: &'static str, message: String },
+    /// Waiting for another object (a principal without an id yet, a missing reference that may appear).
+    #[error("{message}")]
+    Waiting { reason: &'static str, message: String },
     /// Something only a person can fix (bad reference, conflicting Secret, limit reached).
     #[error("{message}")]
     NeedsAttention { reason: &'static str, message: String },
@@ -43,7 +46,9 @@ impl Error {
             Self::Databricks(e) if e.status() == Some(403) => "DatabricksPermissionDenied",
             Self::Databricks(e) if e.is_retryable() => "DatabricksUnavailable",
             Self::Databricks(_) => "DatabricksRequestRejected",
-            Self::Account { reason, .. } | Self::NeedsAttention { reason, .. } => reason,
+            Self::Account { reason, .. }
+            | Self::NeedsAttention { reason, .. }
+            | Self::Waiting { reason, .. } => reason,
             Self::FailPoint(_) => "FailPoint",
             Self::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -56,7 +61,7 @@ impl Error {
     /// Whether waiting helps; otherwise a person must act and the object is not hot-looped.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Kube { .. } | Self::FailPoint(_) => true,
+            Self::Kube { .. } | Self::FailPoint(_) | Self::Waiting { .. } => true,
             Self::Databricks(e) => e.is_retryable(),
             Self::Account { reason, .. } => *reason == "AccountUnreachable",
             Self::NeedsAttention { .. } => false,

@@ -6,6 +6,7 @@ pub mod conditions;
 mod error;
 pub mod secrets;
 pub mod service_principal;
+pub mod trust_policy;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,7 +15,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -32,7 +33,7 @@ use serde_json::json;
 pub use error::Error;
 
 use crate::{
-    crd::{DatabricksAccount, DatabricksAppConnection, ServicePrincipal},
+    crd::{DatabricksAccount, DatabricksAppConnection, ServicePrincipal, TrustPolicy},
     databricks::ClientOptions,
     metrics::{ControllerLabels, ErrorLabels, Metrics},
 };
@@ -235,19 +236,25 @@ where
 /// Runs every controller until shutdown (SIGTERM / Ctrl-C).
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let (principals, apps, secrets): (Api<ServicePrincipal>, Api<DatabricksAppConnection>, Api<Secret>) =
-        match &ctx.config.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
-        };
+    fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let namespace = ctx.config.namespace.as_deref();
+    let principals: Api<ServicePrincipal> = scoped(&client, namespace);
+    let apps: Api<DatabricksAppConnection> = scoped(&client, namespace);
+    let policies: Api<TrustPolicy> = scoped(&client, namespace);
+    let secrets: Api<Secret> = scoped(&client, namespace);
+    let config_maps: Api<ConfigMap> = scoped(&client, namespace);
     let accounts: Api<DatabricksAccount> = Api::all(client.clone());
     let managed = watcher::Config::default().labels(&format!("{}={MANAGER}", secrets::MANAGED_BY));
 
-    let principal_controller = Controller::new(principals, watcher::Config::default().any_semantic());
+    let principal_controller = Controller::new(principals.clone(), watcher::Config::default().any_semantic());
     let store = principal_controller.store();
     let principal_controller = principal_controller
         .owns(secrets.clone(), managed.clone())
@@ -270,6 +277,27 @@ pub async fn run(ctx: Arc<Context>) {
         .for_each(|_| futures::future::ready(()));
     let app_controller = Controller::new(apps, watcher::Config::default().any_semantic());
     let app_store = app_controller.store();
+    let policy_controller = Controller::new(policies, watcher::Config::default().any_semantic());
+    let policy_store = policy_controller.store();
+    let policy_controller = policy_controller
+        .owns(config_maps, managed.clone())
+        // A principal getting its id (or changing) re-checks the policies that point at it.
+        .watches(principals.clone(), watcher::Config::default(), move |sp: ServicePrincipal| {
+            let (name, namespace) = (sp.name_any(), sp.namespace());
+            policy_store
+                .state()
+                .into_iter()
+                .filter(move |p| p.spec.service_principal_ref.name == name && p.namespace() == namespace)
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(
+            |obj, ctx| timed("trustpolicy", obj, ctx, trust_policy::reconcile),
+            error_policy::<TrustPolicy>("trustpolicy"),
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
     let app_controller = app_controller
         .owns(secrets, managed)
         .watches(accounts.clone(), watcher::Config::default(), move |account: DatabricksAccount| {
@@ -296,5 +324,5 @@ pub async fn run(ctx: Arc<Context>) {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
-    tokio::join!(principal_controller, app_controller, account_controller);
+    tokio::join!(principal_controller, app_controller, policy_controller, account_controller);
 }

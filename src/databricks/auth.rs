@@ -43,6 +43,14 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// How the operator authenticates, for messages.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::ClientCredentials { .. } => "OAuth M2M",
+            Self::TokenExchange { .. } => "workload identity federation",
+        }
+    }
+
     /// Who the operator acts as, for messages (no secret).
     pub fn describe(&self) -> String {
         match self {

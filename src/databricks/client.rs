@@ -143,6 +143,11 @@ impl AccountClient {
         }
     }
 
+    /// How the client authenticates ("OAuth M2M" or "workload identity federation").
+    pub fn auth_method(&self) -> &'static str {
+        self.inner.tokens.credentials().method()
+    }
+
     /// Who the client authenticates as (no secret).
     pub fn identity(&self) -> String {
         self.inner.tokens.credentials().describe()

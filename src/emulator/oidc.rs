@@ -264,9 +264,10 @@ async fn token_exchange(shared: &Shared, form: &HashMap<String, String>) -> Resu
         )));
     }
     // Candidate policies and who a match acts as, decided while holding the lock; keys are fetched outside it.
-    let (candidates, account_id): (Vec<(Policy, Option<String>)>, String) = {
+    let (candidates, account_id, now): (Vec<(Policy, Option<String>)>, String, i64) = {
         let state = shared.state.lock().await;
         let account_id = state.config.account_id.clone();
+        let now = state.now().as_second();
         let candidates = match form.get("client_id") {
             Some(client_id) => {
                 let principal = state
@@ -288,14 +289,14 @@ async fn token_exchange(shared: &Shared, form: &HashMap<String, String>) -> Resu
                 .map(|(_, p)| (p.clone(), None))
                 .collect(),
         };
-        (candidates, account_id)
+        (candidates, account_id, now)
     };
     if candidates.is_empty() {
         return Err(invalid_grant("no federation policy applies to this request"));
     }
     let mut reasons = Vec::new();
     for (policy, principal) in candidates {
-        match verify_against(&shared.http, subject_token, &header, &policy, &account_id).await {
+        match verify_against(&shared.http, subject_token, &header, &policy, &account_id, now).await {
             Ok((subject, exp)) => {
                 let mut state = shared.state.lock().await;
                 let principal_id = match principal {
@@ -337,6 +338,7 @@ async fn verify_against(
     header: &jsonwebtoken::Header,
     policy: &Policy,
     account_id: &str,
+    now: i64,
 ) -> Result<(String, i64), String> {
     let oidc = &policy.oidc;
     let issuer = oidc.issuer.clone().unwrap_or_default();
@@ -353,7 +355,8 @@ async fn verify_against(
         if oidc.audiences.is_empty() { vec![account_id.to_owned()] } else { oidc.audiences.clone() };
     validation.set_audience(&audiences);
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-    validation.leeway = 0;
+    // Expiry is checked below against the emulator's clock, which tests can move.
+    validation.validate_exp = false;
     let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| match e.kind() {
         jsonwebtoken::errors::ErrorKind::InvalidSignature => {
             "signature does not verify with the policy's keys".to_owned()
@@ -375,6 +378,9 @@ async fn verify_against(
         return Err(format!("subject '{subject}' is not '{expected}'"));
     }
     let exp = data.claims.get("exp").and_then(Value::as_i64).unwrap_or_default();
+    if exp <= now {
+        return Err("token has expired".to_owned());
+    }
     Ok((subject.to_owned(), exp))
 }
 
@@ -403,6 +409,18 @@ async fn load_jwks(
 }
 
 async fn fetch_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> Result<T, String> {
+    // A local emulator makes no outside connections: keys of other issuers must be inlined (jwks_json).
+    let loopback = url::Url::parse(url).ok().is_some_and(|u| match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    });
+    if !loopback {
+        return Err(format!(
+            "cannot fetch {url}: the emulator only fetches keys from loopback hosts; inline them (jwks_json)"
+        ));
+    }
     let response = http.get(url).send().await.map_err(|e| format!("fetching {url}: {e}"))?;
     if !response.status().is_success() {
         return Err(format!("fetching {url}: HTTP {}", response.status()));

@@ -39,13 +39,17 @@ pub async fn control_plane() -> &'static ControlPlane {
 pub struct TestEnv {
     pub client: Client,
     pub namespace: String,
-    pub plane: &'static ControlPlane,
+    kubeconfig: kube::config::Kubeconfig,
 }
 
 impl TestEnv {
     /// A fresh namespace on the shared control plane.
     pub async fn new() -> Self {
-        let plane = control_plane().await;
+        Self::on(control_plane().await).await
+    }
+
+    /// A fresh namespace on `plane` (for tests that need a control plane of their own).
+    pub async fn on(plane: &ControlPlane) -> Self {
         let client = plane.admin_client().await.expect("admin client");
         let namespace =
             format!("t{}-{}", std::process::id(), NAMESPACE_COUNTER.fetch_add(1, Ordering::Relaxed));
@@ -57,13 +61,14 @@ impl TestEnv {
             .create(&PostParams::default(), &ns)
             .await
             .expect("creating the test namespace");
-        Self { client, namespace, plane }
+        Self { client, namespace, kubeconfig: plane.admin_kubeconfig() }
     }
 
     /// Writes the administrator kubeconfig to a file (for `kubectl`) and returns its path.
     pub fn kubeconfig_file(&self) -> PathBuf {
-        let path = self.plane.root().join(format!("kubeconfig-{}", self.namespace));
-        self.plane.write_admin_kubeconfig(&path).expect("writing kubeconfig");
+        let path = std::env::temp_dir().join(format!("doo-kubeconfig-{}", self.namespace));
+        std::fs::write(&path, serde_yaml::to_string(&self.kubeconfig).expect("yaml"))
+            .expect("writing kubeconfig");
         path
     }
 }

@@ -42,21 +42,38 @@ pub struct OperatorOptions {
     pub resync: Duration,
     pub grace: Duration,
     pub allowed_namespaces: Option<Value>,
+    /// Replaces the account's `spec.auth` (default: OAuth M2M with the emulator's admin secret).
+    pub auth: Option<Value>,
+    /// Set up the emulator before the account is created (for example a federation policy).
+    pub emulator: Option<Emulator>,
 }
 
 impl Default for OperatorOptions {
     fn default() -> Self {
-        Self { resync: Duration::from_secs(600), grace: Duration::from_secs(2), allowed_namespaces: None }
+        Self {
+            resync: Duration::from_secs(600),
+            grace: Duration::from_secs(2),
+            allowed_namespaces: None,
+            auth: None,
+            emulator: None,
+        }
     }
+}
+
+/// An emulator with the standard account, admin and workspaces.
+pub async fn emulator() -> Emulator {
+    let mut config = EmulatorConfig::new(ACCOUNT_ID, ADMIN_ID, ADMIN_SECRET);
+    config.workspaces = WORKSPACES.to_vec();
+    Emulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("emulator")
 }
 
 impl TestEnv {
     /// An emulator, a DatabricksAccount pointing at it, and the operator watching this test's namespace.
-    pub async fn operator(&self, options: OperatorOptions) -> Operator {
-        let mut config = EmulatorConfig::new(ACCOUNT_ID, ADMIN_ID, ADMIN_SECRET);
-        config.workspaces = WORKSPACES.to_vec();
-        let emulator =
-            Emulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("emulator");
+    pub async fn operator(&self, mut options: OperatorOptions) -> Operator {
+        let emulator = match options.emulator.take() {
+            Some(emulator) => emulator,
+            None => emulator().await,
+        };
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let admin_secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": "databricks-admin"},
@@ -73,6 +90,9 @@ impl TestEnv {
         });
         if let Some(allowed) = options.allowed_namespaces {
             spec["allowedNamespaces"] = allowed;
+        }
+        if let Some(auth) = options.auth {
+            spec["auth"] = auth;
         }
         let object: DatabricksAccount =
             serde_json::from_value(json!({"metadata": {"name": account}, "spec": spec})).expect("account");
