@@ -14,13 +14,10 @@ use k8s_openapi::{
 };
 use kube::{
     Api, ResourceExt,
-    runtime::{
-        controller::Action,
-        events::EventType,
-        finalizer::{Event as Finalizer, finalizer},
-    },
+    runtime::{controller::Action, events::EventType},
 };
 
+use super::lifecycle;
 use super::{
     ANNOTATION_DELETION_POLICY, ANNOTATION_PAUSED, ANNOTATION_ROTATE, Context, Error, conditions,
     patch_status, secrets,
@@ -33,23 +30,21 @@ use crate::{
     },
 };
 
-pub const FINALIZER: &str = "databricksappconnections.oauth.databricks-operator.io/cleanup";
 const CLIENT_SECRET: &str = "DATABRICKS_CLIENT_SECRET";
 
 pub async fn reconcile(app: Arc<DatabricksAppConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api = api(&ctx, &app);
-    finalizer(&api, FINALIZER, app, |event| async {
-        match event {
-            Finalizer::Apply(app) => apply(app, &ctx).await,
-            Finalizer::Cleanup(app) => cleanup(app, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)).unwrap_finalizer())
-}
-
-fn api(ctx: &Context, app: &DatabricksAppConnection) -> Api<DatabricksAppConnection> {
-    Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default())
+    let apply =
+        async |app: &DatabricksAppConnection, ctx: &Context, status: &mut DatabricksAppConnectionStatus| {
+            converge(app, ctx, status).await?;
+            let message = format!(
+                "App connection {} (client id {}) is in sync; Secret {} is current",
+                display_name(app),
+                status.client_id.as_deref().unwrap_or("?"),
+                secret_name(app)
+            );
+            Ok((message, ctx.config.jittered_resync()))
+        };
+    lifecycle::reconcile(app, ctx, apply, cleanup).await
 }
 
 fn display_name(app: &DatabricksAppConnection) -> String {
@@ -58,49 +53,6 @@ fn display_name(app: &DatabricksAppConnection) -> String {
 
 fn secret_name(app: &DatabricksAppConnection) -> String {
     app.spec.secret_name.clone().unwrap_or_else(|| format!("{}-oauth-client", app.name_any()))
-}
-
-async fn apply(app: Arc<DatabricksAppConnection>, ctx: &Context) -> Result<Action, Error> {
-    let generation = app.metadata.generation;
-    let mut status = app.status.clone().unwrap_or_default();
-    if app.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v == "true") {
-        let message =
-            format!("Paused by the {ANNOTATION_PAUSED} annotation: no Databricks writes until it is removed");
-        conditions::set(&mut status.conditions, conditions::READY, false, "Paused", &message, generation);
-        patch_status(&api(ctx, &app), app.as_ref(), &status).await?;
-        return Ok(Action::requeue(ctx.config.resync_interval));
-    }
-    let result = converge(&app, ctx, &mut status).await;
-    status.observed_generation = generation;
-    match result {
-        Ok(()) => {
-            let message = format!(
-                "App connection {} (client id {}) is in sync; Secret {} is current",
-                display_name(&app),
-                status.client_id.as_deref().unwrap_or("?"),
-                secret_name(&app)
-            );
-            conditions::set(&mut status.conditions, conditions::READY, true, "Ready", &message, generation);
-            patch_status(&api(ctx, &app), app.as_ref(), &status).await?;
-            Ok(Action::requeue(ctx.config.jittered_resync()))
-        }
-        Err(err) => {
-            conditions::set(
-                &mut status.conditions,
-                conditions::READY,
-                false,
-                err.reason(),
-                &err.to_string(),
-                generation,
-            );
-            let _ = patch_status(&api(ctx, &app), app.as_ref(), &status).await;
-            if !err.is_transient() {
-                ctx.event(app.as_ref(), EventType::Warning, err.reason(), "Reconcile", &err.to_string())
-                    .await;
-            }
-            Err(err)
-        }
-    }
 }
 
 fn desired(app: &DatabricksAppConnection) -> NewCustomApp {
@@ -311,7 +263,7 @@ async fn create(
     want: &NewCustomApp,
 ) -> Result<CreatedCustomApp, Error> {
     status.creating_since = Some(Time(Timestamp::now()));
-    patch_status(&api(ctx, app), app, status).await?;
+    patch_status(&lifecycle::api(ctx, app), app, status).await?;
     let created = client.create_custom_app(want).await?;
     ctx.fail_point("after-create-app")?;
     status.integration_id = Some(created.integration_id.clone());
@@ -405,7 +357,7 @@ async fn cleanup(app: Arc<DatabricksAppConnection>, ctx: &Context) -> Result<Act
         .await;
         return Ok(Action::await_change());
     }
-    if app.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v == "true") {
+    if lifecycle::is_paused(app.as_ref()) {
         return Err(Error::NeedsAttention {
             reason: "Paused",
             message: format!(

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod app_connection;
 pub mod conditions;
 mod error;
+mod lifecycle;
 pub mod secrets;
 pub mod service_principal;
 pub mod trust_policy;

@@ -15,13 +15,10 @@ use k8s_openapi::{
 };
 use kube::{
     Api, ResourceExt,
-    runtime::{
-        controller::Action,
-        events::EventType,
-        finalizer::{Event as Finalizer, finalizer},
-    },
+    runtime::{controller::Action, events::EventType},
 };
 
+use super::lifecycle;
 use super::{
     ANNOTATION_DELETION_POLICY, ANNOTATION_PAUSED, ANNOTATION_ROTATE, Context, Error, conditions,
     patch_status, secrets,
@@ -37,68 +34,12 @@ use crate::{
     },
 };
 
-pub const FINALIZER: &str = "serviceprincipals.oauth.databricks-operator.io/cleanup";
-
 pub async fn reconcile(sp: Arc<ServicePrincipal>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = sp.namespace().ok_or_else(|| Error::NeedsAttention {
-        reason: "InvalidObject",
-        message: "ServicePrincipal has no namespace".to_owned(),
-    })?;
-    let api: Api<ServicePrincipal> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, sp, |event| async {
-        match event {
-            Finalizer::Apply(sp) => apply(sp, &ctx).await,
-            Finalizer::Cleanup(sp) => cleanup(sp, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)).unwrap_finalizer())
-}
-
-fn api(ctx: &Context, sp: &ServicePrincipal) -> Api<ServicePrincipal> {
-    Api::namespaced(ctx.client.clone(), &sp.namespace().unwrap_or_default())
-}
-
-fn is_paused(sp: &ServicePrincipal) -> bool {
-    sp.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v == "true")
-}
-
-async fn apply(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<Action, Error> {
-    let generation = sp.metadata.generation;
-    let mut status = sp.status.clone().unwrap_or_default();
-    if is_paused(&sp) {
-        let message =
-            format!("Paused by the {ANNOTATION_PAUSED} annotation: no Databricks writes until it is removed");
-        conditions::set(&mut status.conditions, conditions::READY, false, "Paused", &message, generation);
-        patch_status(&api(ctx, &sp), sp.as_ref(), &status).await?;
-        return Ok(Action::requeue(ctx.config.resync_interval));
-    }
-    match converge(&sp, ctx, &mut status).await {
-        Ok(next) => {
-            let message = ready_message(&status);
-            conditions::set(&mut status.conditions, conditions::READY, true, "Ready", &message, generation);
-            status.observed_generation = generation;
-            patch_status(&api(ctx, &sp), sp.as_ref(), &status).await?;
-            Ok(Action::requeue(next))
-        }
-        Err(err) => {
-            conditions::set(
-                &mut status.conditions,
-                conditions::READY,
-                false,
-                err.reason(),
-                &err.to_string(),
-                generation,
-            );
-            status.observed_generation = generation;
-            // The error is what matters; a failed status write is retried with it.
-            let _ = patch_status(&api(ctx, &sp), sp.as_ref(), &status).await;
-            if !err.is_transient() {
-                ctx.event(sp.as_ref(), EventType::Warning, err.reason(), "Reconcile", &err.to_string()).await;
-            }
-            Err(err)
-        }
-    }
+    let apply = async |sp: &ServicePrincipal, ctx: &Context, status: &mut ServicePrincipalStatus| {
+        let next = converge(sp, ctx, status).await?;
+        Ok((ready_message(status), next))
+    };
+    lifecycle::reconcile(sp, ctx, apply, cleanup).await
 }
 
 fn ready_message(status: &ServicePrincipalStatus) -> String {
@@ -184,7 +125,7 @@ async fn ensure_principal(
     status.id = Some(principal.id.clone());
     status.application_id = Some(principal.application_id.clone());
     // Record the identity before anything else can fail.
-    patch_status(&api(ctx, sp), sp, status).await?;
+    patch_status(&lifecycle::api(ctx, sp), sp, status).await?;
     Ok(principal)
 }
 
@@ -501,7 +442,7 @@ async fn converge_credentials(
         }
         creds.minting_since = Some(Time(now));
         status.credentials = Some(creds.clone());
-        patch_status(&api(ctx, sp), sp, status).await?;
+        patch_status(&lifecycle::api(ctx, sp), sp, status).await?;
         let created = client.create_secret(&principal.id, lifetime).await?;
         ctx.fail_point("after-create-secret")?;
         let data = secret_data(
@@ -682,7 +623,7 @@ async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<Action, Err
         .await;
         return Ok(Action::await_change());
     }
-    if is_paused(&sp) {
+    if lifecycle::is_paused(sp.as_ref()) {
         return Err(Error::NeedsAttention {
             reason: "Paused",
             message: format!(

@@ -13,18 +13,13 @@ use k8s_openapi::api::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
-    runtime::{
-        controller::Action,
-        events::EventType,
-        finalizer::{Event as Finalizer, finalizer},
-    },
+    runtime::{controller::Action, events::EventType},
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{
-    ANNOTATION_DELETION_POLICY, ANNOTATION_PAUSED, Context, Error, MANAGER, conditions, patch_status,
-};
+use super::lifecycle;
+use super::{ANNOTATION_DELETION_POLICY, Context, Error, MANAGER, conditions};
 use crate::{
     crd::{JwksMode, ServicePrincipal, TrustPolicy, TrustPolicyStatus},
     databricks::{
@@ -33,25 +28,22 @@ use crate::{
     },
 };
 
-pub const FINALIZER: &str = "trustpolicies.oauth.databricks-operator.io/cleanup";
 const VERIFIED: &str = "Verified";
 /// Where the deploy snippet mounts the projected ServiceAccount token.
 pub const TOKEN_PATH: &str = "/var/run/secrets/databricks/token";
 
 pub async fn reconcile(policy: Arc<TrustPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api = api(&ctx, &policy);
-    finalizer(&api, FINALIZER, policy, |event| async {
-        match event {
-            Finalizer::Apply(policy) => apply(policy, &ctx).await,
-            Finalizer::Cleanup(policy) => cleanup(policy, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)).unwrap_finalizer())
-}
-
-fn api(ctx: &Context, policy: &TrustPolicy) -> Api<TrustPolicy> {
-    Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default())
+    let apply = async |policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStatus| {
+        converge(policy, ctx, status).await?;
+        let message = format!(
+            "Federation policy {} on service principal {} is in sync; ConfigMap {} says how to use it",
+            status.policy_id.as_deref().unwrap_or("?"),
+            status.service_principal_id.as_deref().unwrap_or("?"),
+            config_map_name(policy),
+        );
+        Ok((message, ctx.config.jittered_resync()))
+    };
+    lifecycle::reconcile(policy, ctx, apply, cleanup).await
 }
 
 /// `spec.policyId`, or one derived from namespace and name: `[a-z0-9-]`, at most 63 characters, stable.
@@ -71,49 +63,6 @@ pub fn policy_id(policy: &TrustPolicy) -> String {
 
 fn config_map_name(policy: &TrustPolicy) -> String {
     format!("{}-databricks-federation", policy.name_any())
-}
-
-async fn apply(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Error> {
-    let generation = policy.metadata.generation;
-    let mut status = policy.status.clone().unwrap_or_default();
-    if policy.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v == "true") {
-        let message =
-            format!("Paused by the {ANNOTATION_PAUSED} annotation: no Databricks writes until it is removed");
-        conditions::set(&mut status.conditions, conditions::READY, false, "Paused", &message, generation);
-        patch_status(&api(ctx, &policy), policy.as_ref(), &status).await?;
-        return Ok(Action::requeue(ctx.config.resync_interval));
-    }
-    let result = converge(&policy, ctx, &mut status).await;
-    status.observed_generation = generation;
-    match result {
-        Ok(()) => {
-            let message = format!(
-                "Federation policy {} on service principal {} is in sync; ConfigMap {} says how to use it",
-                status.policy_id.as_deref().unwrap_or("?"),
-                status.service_principal_id.as_deref().unwrap_or("?"),
-                config_map_name(&policy),
-            );
-            conditions::set(&mut status.conditions, conditions::READY, true, "Ready", &message, generation);
-            patch_status(&api(ctx, &policy), policy.as_ref(), &status).await?;
-            Ok(Action::requeue(ctx.config.jittered_resync()))
-        }
-        Err(err) => {
-            conditions::set(
-                &mut status.conditions,
-                conditions::READY,
-                false,
-                err.reason(),
-                &err.to_string(),
-                generation,
-            );
-            let _ = patch_status(&api(ctx, &policy), policy.as_ref(), &status).await;
-            if !err.is_transient() {
-                ctx.event(policy.as_ref(), EventType::Warning, err.reason(), "Reconcile", &err.to_string())
-                    .await;
-            }
-            Err(err)
-        }
-    }
 }
 
 /// The referenced principal, which must exist and be Ready enough to have an id.

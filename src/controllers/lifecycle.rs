@@ -1,0 +1,154 @@
+//! The reconcile skeleton every namespaced kind shares: the finalizer, the paused annotation, and turning the
+//! outcome of a pass into the `Ready` condition (plus a Warning event when a person must act).
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::{NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::Condition};
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{
+        controller::Action,
+        events::EventType,
+        finalizer::{Event as Finalizer, finalizer},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{ANNOTATION_PAUSED, Context, Error, conditions, patch_status};
+
+/// A kind reconciled through [`reconcile`].
+pub trait Managed:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    type Status: Default + Clone + Serialize + Send;
+    const FINALIZER: &'static str;
+    fn status(&self) -> Option<&Self::Status>;
+    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition>;
+    fn set_observed_generation(status: &mut Self::Status, generation: Option<i64>);
+}
+
+pub fn api<K: Managed>(ctx: &Context, obj: &K) -> Api<K> {
+    Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
+}
+
+pub fn is_paused<K: Resource>(obj: &K) -> bool {
+    obj.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v == "true")
+}
+
+/// Runs `apply` (or `cleanup` when the object is being deleted) behind the kind's finalizer. `apply` converges
+/// and returns the Ready message and when to look again; errors become `Ready=False` with their reason.
+pub async fn reconcile<K, A, C>(obj: Arc<K>, ctx: Arc<Context>, apply: A, cleanup: C) -> Result<Action, Error>
+where
+    K: Managed,
+    A: AsyncFnOnce(&K, &Context, &mut K::Status) -> Result<(String, Duration), Error>,
+    C: AsyncFnOnce(Arc<K>, &Context) -> Result<Action, Error>,
+{
+    let api = api(&ctx, obj.as_ref());
+    finalizer(&api, K::FINALIZER, obj, |event| async {
+        match event {
+            Finalizer::Apply(obj) => converge(obj, &ctx, apply).await,
+            Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)).unwrap_finalizer())
+}
+
+async fn converge<K, A>(obj: Arc<K>, ctx: &Context, apply: A) -> Result<Action, Error>
+where
+    K: Managed,
+    A: AsyncFnOnce(&K, &Context, &mut K::Status) -> Result<(String, Duration), Error>,
+{
+    let api = api(ctx, obj.as_ref());
+    // The watch cache can lag behind our own last status write; acting on a stale status (an id not yet
+    // recorded) could repeat a create or delete what the previous pass made. Read the object fresh.
+    let name = obj.name_any();
+    let Some(obj) =
+        api.get_opt(&name).await.map_err(|e| Error::kube(format!("reading {} {name}", K::kind(&())), e))?
+    else {
+        return Ok(Action::await_change());
+    };
+    let generation = obj.meta().generation;
+    let mut status = obj.status().cloned().unwrap_or_default();
+    if is_paused(&obj) {
+        let message =
+            format!("Paused by the {ANNOTATION_PAUSED} annotation: no Databricks writes until it is removed");
+        conditions::set(K::conditions(&mut status), conditions::READY, false, "Paused", &message, generation);
+        patch_status(&api, &obj, &status).await?;
+        return Ok(Action::requeue(ctx.config.resync_interval));
+    }
+    let outcome = apply(&obj, ctx, &mut status).await;
+    K::set_observed_generation(&mut status, generation);
+    match outcome {
+        Ok((message, next)) => {
+            conditions::set(
+                K::conditions(&mut status),
+                conditions::READY,
+                true,
+                "Ready",
+                &message,
+                generation,
+            );
+            patch_status(&api, &obj, &status).await?;
+            Ok(Action::requeue(next))
+        }
+        Err(err) => {
+            let message = err.to_string();
+            conditions::set(
+                K::conditions(&mut status),
+                conditions::READY,
+                false,
+                err.reason(),
+                &message,
+                generation,
+            );
+            // The error is what matters; a failed status write is retried with it.
+            let _ = patch_status(&api, &obj, &status).await;
+            if !err.is_transient() {
+                ctx.event(&obj, EventType::Warning, err.reason(), "Reconcile", &message).await;
+            }
+            Err(err)
+        }
+    }
+}
+
+macro_rules! managed {
+    ($kind:ty, $status:ty, $finalizer:expr) => {
+        impl Managed for $kind {
+            type Status = $status;
+            const FINALIZER: &'static str = $finalizer;
+            fn status(&self) -> Option<&Self::Status> {
+                self.status.as_ref()
+            }
+            fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
+                &mut status.conditions
+            }
+            fn set_observed_generation(status: &mut Self::Status, generation: Option<i64>) {
+                status.observed_generation = generation;
+            }
+        }
+    };
+}
+
+managed!(
+    crate::crd::ServicePrincipal,
+    crate::crd::ServicePrincipalStatus,
+    "serviceprincipals.oauth.databricks-operator.io/cleanup"
+);
+managed!(
+    crate::crd::DatabricksAppConnection,
+    crate::crd::DatabricksAppConnectionStatus,
+    "databricksappconnections.oauth.databricks-operator.io/cleanup"
+);
+managed!(
+    crate::crd::TrustPolicy,
+    crate::crd::TrustPolicyStatus,
+    "trustpolicies.oauth.databricks-operator.io/cleanup"
+);
