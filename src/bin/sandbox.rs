@@ -1,17 +1,38 @@
-//! `make run`: a local sandbox on a real, throw-away control plane. Today it starts the control plane, installs
-//! the CRDs and applies the examples; the Databricks emulator and the operator join it as they are built.
+//! `make run`: a local sandbox with no cloud account. It starts a real, throw-away control plane (etcd +
+//! kube-apiserver on loopback), the Databricks emulator and the operator, applies the examples, waits until they
+//! are Ready, shows what was created (secret values masked) and keeps running until Ctrl-C.
 
-use std::{path::Path, process::ExitCode};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::Path,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use databricks_oauth_operator::{control_plane::ControlPlane, crd};
-use k8s_openapi::api::core::v1::Namespace;
+use databricks_oauth_operator::{
+    control_plane::ControlPlane,
+    controllers::{self, Context, FailPoints},
+    crd,
+    emulator::{Emulator, EmulatorConfig},
+    metrics::Metrics,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use kube::{
     Api, Client, ResourceExt,
     api::{ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams},
     discovery::{ApiCapabilities, Discovery, Scope},
 };
+use serde_json::json;
 
 const MANAGER: &str = "doo-sandbox";
+const ACCOUNT_ID: &str = "0d3c8a0e-6f1b-4c2a-9a57-3f2b1e4d5c6a";
+const ADMIN_ID: &str = "sandbox-account-admin";
+/// Workspaces the examples assign principals to.
+const WORKSPACES: [i64; 2] = [1_234_567_890_123_456, 6_543_210_987_654_321];
+/// The namespace holding the operator's own account credentials, as in the examples.
+const OPERATOR_NAMESPACE: &str = "databricks-oauth-operator";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -24,50 +45,127 @@ async fn main() -> ExitCode {
     }
 }
 
+fn step(started: Instant, what: &str) {
+    eprintln!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
+}
+
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    eprintln!("starting etcd and kube-apiserver on loopback...");
+    let started = Instant::now();
+    step(started, "starting etcd and kube-apiserver on loopback");
     let plane = ControlPlane::start().await?;
     let kubeconfig = plane.root().join("kubeconfig");
     plane.write_admin_kubeconfig(&kubeconfig)?;
     let client = plane.admin_client().await?;
-
-    eprintln!("installing the CRDs...");
+    step(started, "installing the CRDs");
     plane.install_crds().await?;
 
-    eprintln!("applying deploy/examples...");
-    apply_examples(&client, Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples").as_path()).await?;
+    step(started, "starting the Databricks emulator");
+    let admin_secret = format!("sandbox-{}", rand::random::<u64>());
+    let mut config = EmulatorConfig::new(ACCOUNT_ID, ADMIN_ID, &admin_secret);
+    config.workspaces = WORKSPACES.to_vec();
+    let emulator = Emulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+
+    step(started, "starting the operator");
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        controllers::Config::default(),
+        metrics,
+        FailPoints::default(),
+    ));
+    let operator = tokio::spawn(controllers::run(ctx));
+
+    step(started, "applying deploy/examples (the DatabricksAccounts point at the emulator)");
+    ensure_namespace(&client, OPERATOR_NAMESPACE).await?;
+    let credentials: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "databricks-account-admin", "namespace": OPERATOR_NAMESPACE},
+        "stringData": {"DATABRICKS_CLIENT_ID": ADMIN_ID, "DATABRICKS_CLIENT_SECRET": admin_secret},
+    }))?;
+    apply(&Api::namespaced(client.clone(), OPERATOR_NAMESPACE), &credentials).await?;
+    let applied = apply_examples(
+        &client,
+        &emulator,
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples").as_path(),
+    )
+    .await?;
+    ensure_service_account(&client, "analytics", "reporting").await?;
+
+    step(started, "waiting for every example to be Ready");
+    let discovery = Discovery::new(client.clone()).filter(&[crd::GROUP]).run().await?;
+    for (kind, namespace, name) in &applied {
+        if kind == "DatabricksAccount" && name != "default" {
+            continue; // the workload-identity example has no token file outside a cluster
+        }
+        let (resource, caps) = find(&discovery, kind)?;
+        let api: Api<DynamicObject> = match (caps.scope, namespace) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        let ready = wait_ready(&api, name, Duration::from_secs(90)).await;
+        step(started, &format!("  {kind}/{name}: {ready}"));
+    }
 
     println!();
-    println!("The sandbox control plane is up at {}.", plane.server_url());
-    println!("Poke at it in another shell:");
+    println!("What the operator created (secret values masked):");
+    for secret in ["etl-nightly-databricks", "dashboards-oauth-client", "desktop-sql-oauth-client"] {
+        print_data(&secret_data(&client, "analytics", secret).await, &format!("Secret analytics/{secret}"));
+    }
+    let config_map = Api::<ConfigMap>::namespaced(client.clone(), "analytics")
+        .get_opt("reporting-k8s-databricks-federation")
+        .await?;
+    print_data(&config_map.and_then(|c| c.data), "ConfigMap analytics/reporting-k8s-databricks-federation");
+
+    println!();
+    println!(
+        "The sandbox is up: Kubernetes at {}, the Databricks emulator at {}.",
+        plane.server_url(),
+        emulator.url()
+    );
+    println!("Poke at it from another shell:");
     println!();
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get databricks -A");
-    println!("  kubectl explain serviceprincipals.spec");
-    println!();
+    println!("  kubectl describe serviceprincipal -n analytics etl-nightly");
     println!(
-        "Not yet part of the sandbox: the Databricks emulator and the operator (so nothing becomes Ready)."
+        "  kubectl annotate serviceprincipal -n analytics etl-nightly oauth.databricks-operator.io/rotate=$(date +%s) --overwrite"
     );
+    println!("  curl -s {}/_emulator/state", emulator.url());
+    println!();
     println!("Press Ctrl-C to stop and clean up.");
     tokio::signal::ctrl_c().await?;
     eprintln!("stopping...");
+    operator.abort();
+    emulator.shutdown().await;
     plane.stop();
     Ok(())
 }
 
-async fn apply_examples(client: &Client, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+fn find(discovery: &Discovery, kind: &str) -> Result<(ApiResource, ApiCapabilities), String> {
+    discovery
+        .groups()
+        .flat_map(|group| group.recommended_resources())
+        .find(|(resource, _)| resource.kind == kind)
+        .ok_or_else(|| format!("{kind} is not served"))
+}
+
+/// Applies every example; DatabricksAccounts are pointed at the emulator. Returns (kind, namespace, name).
+async fn apply_examples(
+    client: &Client,
+    emulator: &Emulator,
+    dir: &Path,
+) -> Result<Vec<(String, Option<String>, String)>, Box<dyn std::error::Error>> {
     let discovery = Discovery::new(client.clone()).filter(&[crd::GROUP]).run().await?;
     let mut files: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
     files.sort_by_key(|entry| entry.path());
+    let mut applied = Vec::new();
     for entry in files {
-        let text = std::fs::read_to_string(entry.path())?;
-        let object: DynamicObject = serde_yaml::from_str(&text)?;
+        let mut object: DynamicObject = serde_yaml::from_str(&std::fs::read_to_string(entry.path())?)?;
         let types = object.types.clone().ok_or("example without apiVersion/kind")?;
-        let (resource, caps): (ApiResource, ApiCapabilities) = discovery
-            .groups()
-            .flat_map(|group| group.recommended_resources())
-            .find(|(resource, _)| resource.kind == types.kind)
-            .ok_or_else(|| format!("{} is not served", types.kind))?;
+        if types.kind == "DatabricksAccount" {
+            object.data["spec"]["host"] = json!(emulator.url());
+            object.data["spec"].as_object_mut().map(|spec| spec.remove("allowedNamespaces"));
+        }
+        let (resource, caps) = find(&discovery, &types.kind)?;
         let api: Api<DynamicObject> = match (caps.scope, object.namespace()) {
             (Scope::Namespaced, Some(namespace)) => {
                 ensure_namespace(client, &namespace).await?;
@@ -76,9 +174,60 @@ async fn apply_examples(client: &Client, dir: &Path) -> Result<(), Box<dyn std::
             _ => Api::all_with(client.clone(), &resource),
         };
         api.patch(&object.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&object)).await?;
-        eprintln!("  {}/{}", types.kind, object.name_any());
+        applied.push((types.kind.clone(), object.namespace(), object.name_any()));
     }
-    Ok(())
+    Ok(applied)
+}
+
+async fn wait_ready(api: &Api<DynamicObject>, name: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ready = api.get(name).await.ok().and_then(|o| {
+            o.data["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready").cloned()
+        });
+        if let Some(ready) = &ready
+            && (ready["status"] == "True" || Instant::now() > deadline)
+        {
+            return format!(
+                "Ready={} ({})",
+                ready["status"].as_str().unwrap_or("?"),
+                ready["message"].as_str().unwrap_or("")
+            );
+        }
+        if Instant::now() > deadline {
+            return "no Ready condition yet".to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn secret_data(client: &Client, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace).get_opt(name).await.ok()??;
+    Some(secret.data?.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect())
+}
+
+fn print_data(data: &Option<BTreeMap<String, String>>, title: &str) {
+    println!("  {title}");
+    match data {
+        None => println!("    (not created)"),
+        Some(data) => {
+            for (key, value) in data {
+                let shown = if key.contains("SECRET") {
+                    format!("{}… ({} characters, masked)", &value[..4.min(value.len())], value.len())
+                } else {
+                    value.clone()
+                };
+                println!("    {key}={shown}");
+            }
+        }
+    }
+}
+
+async fn apply<K>(api: &Api<K>, object: &K) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(&object.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(object)).await.map(drop)
 }
 
 async fn ensure_namespace(client: &Client, name: &str) -> Result<(), kube::Error> {
@@ -86,8 +235,17 @@ async fn ensure_namespace(client: &Client, name: &str) -> Result<(), kube::Error
         metadata: ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() },
         ..Namespace::default()
     };
-    Api::<Namespace>::all(client.clone())
-        .patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&namespace))
-        .await
-        .map(drop)
+    apply(&Api::all(client.clone()), &namespace).await
+}
+
+async fn ensure_service_account(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error> {
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    };
+    apply(&Api::namespaced(client.clone(), namespace), &account).await
 }

@@ -232,7 +232,9 @@ async fn verify(client: &AccountClient) -> Result<String, Error> {
 }
 
 fn reason_for(err: &crate::databricks::Error) -> &'static str {
-    if err.is_unauthenticated() {
+    if matches!(err, crate::databricks::Error::TokenFile { .. }) {
+        "TokenFileUnreadable"
+    } else if err.is_unauthenticated() {
         "AuthenticationFailed"
     } else if err.status() == Some(403) {
         "NotAccountAdmin"
@@ -245,7 +247,9 @@ fn reason_for(err: &crate::databricks::Error) -> &'static str {
 
 fn explain(err: &crate::databricks::Error, client: &AccountClient) -> String {
     let who = client.identity();
-    if err.is_unauthenticated() {
+    if matches!(err, crate::databricks::Error::TokenFile { .. }) {
+        format!("{who}: {err}. Mount a projected ServiceAccount token there (see the README).")
+    } else if err.is_unauthenticated() {
         format!(
             "{who} could not authenticate: {err}. Check the client id and secret (or the federation policy)."
         )
