@@ -19,8 +19,7 @@ use kube::{
 
 use super::lifecycle;
 use super::{
-    ANNOTATION_DELETION_POLICY, ANNOTATION_PAUSED, ANNOTATION_ROTATE, Context, Error, conditions,
-    patch_status, secrets,
+    ANNOTATION_DELETION_POLICY, ANNOTATION_ROTATE, Context, Error, conditions, patch_status, secrets,
 };
 use crate::{
     crd::{AppDeletionPolicy, DatabricksAppConnection, DatabricksAppConnectionStatus},
@@ -204,14 +203,7 @@ async fn converge(
         &message,
         generation,
     );
-    conditions::set(
-        &mut status.conditions,
-        conditions::SYNCED,
-        true,
-        "Synced",
-        "Databricks matches the spec",
-        generation,
-    );
+    conditions::synced(&mut status.conditions, generation);
     Ok(())
 }
 
@@ -346,24 +338,8 @@ async fn cleanup(app: Arc<DatabricksAppConnection>, ctx: &Context) -> Result<Act
     let Some(id) = app.status.as_ref().and_then(|s| s.integration_id.clone()) else {
         return Ok(Action::await_change());
     };
-    if orphan {
-        ctx.event(
-            app.as_ref(),
-            EventType::Normal,
-            "Orphaned",
-            "Delete",
-            &format!("Left app integration {id} in Databricks"),
-        )
-        .await;
+    if !lifecycle::may_delete_remote(app.as_ref(), ctx, orphan, &format!("app integration {id}")).await? {
         return Ok(Action::await_change());
-    }
-    if lifecycle::is_paused(app.as_ref()) {
-        return Err(Error::NeedsAttention {
-            reason: "Paused",
-            message: format!(
-                "Deletion waits: {ANNOTATION_PAUSED} is set. Remove it, or set {ANNOTATION_DELETION_POLICY}: orphan"
-            ),
-        });
     }
     let (_, client) = ctx.accounts.client_for(ctx, &app.spec.account_ref.name, None).await?;
     client.delete_custom_app(&id).await?;

@@ -37,6 +37,11 @@ pub fn set(
     conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
 }
 
+/// `Synced=True`: Databricks matches the spec.
+pub fn synced(conditions: &mut Vec<Condition>, generation: Option<i64>) {
+    set(conditions, SYNCED, true, "Synced", "Databricks matches the spec", generation);
+}
+
 /// The condition of `type_`, if set.
 pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)

@@ -119,6 +119,31 @@ where
     }
 }
 
+/// Before a remote delete: an orphaned object only says so; a paused one waits (it makes no Databricks writes).
+/// Returns whether the remote delete may go ahead.
+pub async fn may_delete_remote<K: Managed>(
+    obj: &K,
+    ctx: &Context,
+    orphan: bool,
+    remote: &str,
+) -> Result<bool, Error> {
+    if orphan {
+        ctx.event(obj, EventType::Normal, "Orphaned", "Delete", &format!("Left {remote} in Databricks"))
+            .await;
+        return Ok(false);
+    }
+    if is_paused(obj) {
+        return Err(Error::NeedsAttention {
+            reason: "Paused",
+            message: format!(
+                "Deletion waits: {ANNOTATION_PAUSED} is set. Remove it, or set {}: orphan",
+                super::ANNOTATION_DELETION_POLICY
+            ),
+        });
+    }
+    Ok(true)
+}
+
 macro_rules! managed {
     ($kind:ty, $status:ty, $finalizer:expr) => {
         impl Managed for $kind {

@@ -20,8 +20,7 @@ use kube::{
 
 use super::lifecycle;
 use super::{
-    ANNOTATION_DELETION_POLICY, ANNOTATION_PAUSED, ANNOTATION_ROTATE, Context, Error, conditions,
-    patch_status, secrets,
+    ANNOTATION_DELETION_POLICY, ANNOTATION_ROTATE, Context, Error, conditions, patch_status, secrets,
 };
 use crate::{
     crd::{
@@ -65,14 +64,7 @@ async fn converge(
     let principal = ensure_principal(sp, ctx, &client, status).await?;
     converge_identity(sp, ctx, &client, &principal).await?;
     converge_assignments(sp, ctx, &client, &principal, status).await?;
-    conditions::set(
-        &mut status.conditions,
-        conditions::SYNCED,
-        true,
-        "Synced",
-        "Databricks matches the spec",
-        generation,
-    );
+    conditions::synced(&mut status.conditions, generation);
     let next = match sp.spec.credentials.as_ref().filter(|c| c.type_ == CredentialsType::OAuthSecret) {
         Some(spec) => converge_credentials(sp, ctx, &client, &account, &principal, spec, status).await?,
         None => {
@@ -413,7 +405,7 @@ async fn converge_credentials(
     let expire = current.and_then(|s| parse_time(s.expire_time.as_deref()));
     let renew_at = expire.map(|e| e - to_signed(renew_before));
     let due = renew_at.is_some_and(|r| r <= now);
-    let mut data_value = intact.and_then(|p| p.data.get("DATABRICKS_CLIENT_SECRET").cloned());
+    let data_value = intact.and_then(|p| p.data.get("DATABRICKS_CLIENT_SECRET").cloned());
 
     if published_id.is_none() || due || rotate_requested {
         let why = if published_id.is_none() {
@@ -472,7 +464,6 @@ async fn converge_credentials(
             creds.rotate_request = rotate_request;
         }
         remote.push(created.info.clone());
-        data_value = Some(created.expose_secret().to_owned());
         let message = format!("Published secret {} in Secret {secret_name}", created.info.id);
         ctx.event(sp, EventType::Normal, why, "Publish", &message).await;
     } else if let (Some(value), Some(id)) = (data_value.as_ref(), published_id.as_ref()) {
@@ -494,7 +485,6 @@ async fn converge_credentials(
             secrets::apply(&secrets_api, &desired).await?;
         }
     }
-    drop(data_value);
 
     // Retire what the grace period has passed.
     let mut kept = Vec::new();
@@ -612,24 +602,9 @@ pub fn deletion_policy(sp: &ServicePrincipal) -> PrincipalDeletionPolicy {
 async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<Action, Error> {
     let policy = deletion_policy(&sp);
     let Some(id) = sp.status.as_ref().and_then(|s| s.id.clone()) else { return Ok(Action::await_change()) };
-    if policy == PrincipalDeletionPolicy::Orphan {
-        ctx.event(
-            sp.as_ref(),
-            EventType::Normal,
-            "Orphaned",
-            "Delete",
-            &format!("Left service principal {id} in Databricks"),
-        )
-        .await;
+    let orphan = policy == PrincipalDeletionPolicy::Orphan;
+    if !lifecycle::may_delete_remote(sp.as_ref(), ctx, orphan, &format!("service principal {id}")).await? {
         return Ok(Action::await_change());
-    }
-    if lifecycle::is_paused(sp.as_ref()) {
-        return Err(Error::NeedsAttention {
-            reason: "Paused",
-            message: format!(
-                "Deletion waits: {ANNOTATION_PAUSED} is set. Remove it, or set {ANNOTATION_DELETION_POLICY}: orphan"
-            ),
-        });
     }
     let (_, client) = ctx.accounts.client_for(ctx, &sp.spec.account_ref.name, None).await?;
     match policy {

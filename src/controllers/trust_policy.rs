@@ -217,14 +217,7 @@ async fn converge(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyS
     status.policy_id = Some(id);
     status.uid = stored.uid.clone();
     status.service_principal_id = Some(sp_id);
-    conditions::set(
-        &mut status.conditions,
-        conditions::SYNCED,
-        true,
-        "Synced",
-        "Databricks matches the spec",
-        generation,
-    );
+    conditions::synced(&mut status.conditions, generation);
 
     let name = config_map_name(policy);
     write_config_map(
@@ -385,7 +378,11 @@ async fn cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Erro
     let Some(id) = policy.status.as_ref().and_then(|s| s.policy_id.clone()) else {
         return Ok(Action::await_change());
     };
-    if policy.annotations().get(ANNOTATION_DELETION_POLICY).is_some_and(|v| v.eq_ignore_ascii_case("orphan"))
+    let orphan = policy
+        .annotations()
+        .get(ANNOTATION_DELETION_POLICY)
+        .is_some_and(|v| v.eq_ignore_ascii_case("orphan"));
+    if !lifecycle::may_delete_remote(policy.as_ref(), ctx, orphan, &format!("federation policy {id}")).await?
     {
         return Ok(Action::await_change());
     }
