@@ -51,6 +51,15 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Run the controllers only while holding a Lease, so several replicas never act at once.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "databricks-oauth-operator")]
+    lease_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "databricks-oauth-operator")]
+    lease_name: String,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -104,9 +113,51 @@ async fn run(args: RunArgs) -> Result<(), String> {
         namespace: args.namespace,
         ..controllers::Config::default()
     };
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting controllers");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting");
     ready.set(true);
-    controllers::run(Arc::new(Context::new(client, config, metrics, FailPoints::default()))).await;
+    let ctx = Arc::new(Context::new(client, config, metrics, FailPoints::default()));
+    if args.leader_elect {
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("databricks-oauth-operator-{}", std::process::id()));
+        let election = controllers::LeaderElection {
+            lease_name: args.lease_name,
+            namespace: args.lease_namespace,
+            identity,
+            lease_duration: 15,
+            grace: 5,
+        };
+        let stop = controllers::Stop::default();
+        let on_signal = {
+            let stop = stop.clone();
+            async move {
+                let _ = tokio::signal::ctrl_c().await;
+                stop.stop();
+            }
+        };
+        let signals = tokio::spawn(on_signal);
+        let terminate = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                if let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    term.recv().await;
+                    stop.stop();
+                }
+            })
+        };
+        let result = controllers::run_elected(ctx, election, stop.clone()).await;
+        signals.abort();
+        terminate.abort();
+        server.abort();
+        result.map_err(|e| format!("leader election: {e}"))?;
+        if !stop.is_stopped() {
+            return Err("lost leadership; exiting so the pod restarts".to_owned());
+        }
+        tracing::info!("stopped; lease released");
+        return Ok(());
+    }
+    controllers::run(ctx).await;
     tracing::info!("controllers stopped; exiting");
     server.abort();
     Ok(())

@@ -56,6 +56,9 @@ async fn the_binary_serves_health_and_metrics_reconciles_and_stops_on_sigterm() 
             &format!("127.0.0.1:{metrics}"),
             "--log-format",
             "json",
+            "--leader-elect",
+            "--lease-namespace",
+            &env.namespace,
         ])
         .env("KUBECONFIG", &kubeconfig)
         .stdout(Stdio::piped())

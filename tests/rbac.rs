@@ -92,7 +92,16 @@ async fn the_deployed_identity_is_exactly_sufficient() {
         Arc::new(Metrics::default()),
         FailPoints::default(),
     ));
-    let operator = tokio::spawn(controllers::run(ctx));
+    // As deployed: leader election through a Lease in the operator's namespace.
+    let election = controllers::LeaderElection {
+        lease_name: "databricks-oauth-operator".into(),
+        namespace: "databricks-oauth-operator".into(),
+        identity: "rbac-test".into(),
+        lease_duration: 15,
+        grace: 5,
+    };
+    let stop = controllers::Stop::default();
+    let operator = tokio::spawn(controllers::run_elected(ctx, election, stop.clone()));
 
     env.create_principal(&harness, "rbac-sp", json!({
         "workspaceAssignments": [{"workspaceId": support::operator::WORKSPACES[0], "permissions": ["USER"]}],
@@ -133,5 +142,10 @@ async fn the_deployed_identity_is_exactly_sufficient() {
     // Deletion (finalizers) works with the same identity.
     env.delete_principal("rbac-sp").await;
     env.wait_gone("rbac-sp", TIMEOUT).await;
-    operator.abort();
+    stop.stop();
+    tokio::time::timeout(TIMEOUT, operator)
+        .await
+        .expect("stops")
+        .expect("join")
+        .expect("the lease is released with the granted verbs");
 }

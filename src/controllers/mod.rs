@@ -234,8 +234,105 @@ where
     result
 }
 
+/// Stops the controllers from within the process (signals stop them too).
+#[derive(Clone, Default)]
+pub struct Stop(Arc<(tokio::sync::Notify, std::sync::atomic::AtomicBool)>);
+
+impl Stop {
+    pub fn stop(&self) {
+        self.0.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.0.notify_waiters();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.0.1.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once `stop` was called.
+    pub async fn wait(self) {
+        loop {
+            let notified = self.0.0.notified();
+            if self.is_stopped() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Leader election through a Lease: only the holder runs the controllers.
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    pub lease_name: String,
+    pub namespace: String,
+    pub identity: String,
+    /// Seconds a holder keeps the lease without renewing it.
+    pub lease_duration: u64,
+    /// Seconds before expiry at which the holder renews.
+    pub grace: u64,
+}
+
+/// Waits to hold the lease, runs the controllers while it is held, and releases it on stop so another replica
+/// takes over at once. Returns when stopped, or when leadership is lost (the caller should then exit).
+pub async fn run_elected(
+    ctx: Arc<Context>,
+    election: LeaderElection,
+    stop: Stop,
+) -> Result<(), kube_lease_manager::LeaseManagerError> {
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(ctx.client.clone(), &election.lease_name)
+        .with_namespace(&election.namespace)
+        .with_identity(&election.identity)
+        .with_duration(election.lease_duration)
+        .with_grace(election.grace)
+        .with_field_manager(MANAGER)
+        .build()
+        .await?;
+    let (mut leader, task) = manager.watch().await;
+    tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting for leadership");
+    let became_leader = async {
+        while !*leader.borrow_and_update() {
+            if leader.changed().await.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    let acquired = tokio::select! {
+        acquired = became_leader => acquired,
+        () = stop.clone().wait() => false,
+    };
+    if acquired {
+        tracing::info!(identity = %election.identity, "acquired leadership; starting controllers");
+        let inner = Stop::default();
+        let lost = {
+            let inner = inner.clone();
+            let mut leader = leader.clone();
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    _ = leader.wait_for(|held| !*held) => tracing::error!("lost leadership; stopping controllers"),
+                    () = stop.wait() => {}
+                }
+                inner.stop();
+            }
+        };
+        tokio::join!(run_until(ctx, inner), lost);
+    }
+    drop(leader);
+    match task.await {
+        Ok(Ok(manager)) => manager.release().await,
+        Ok(Err(err)) => Err(err),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Runs every controller until shutdown (SIGTERM / Ctrl-C).
 pub async fn run(ctx: Arc<Context>) {
+    run_until(ctx, Stop::default()).await
+}
+
+/// Runs every controller until shutdown (SIGTERM / Ctrl-C) or `stop`.
+pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
     let client = ctx.client.clone();
     fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
     where
@@ -270,6 +367,7 @@ pub async fn run(ctx: Arc<Context>) {
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
+        .graceful_shutdown_on(stop.clone().wait())
         .run(
             |obj, ctx| timed("serviceprincipal", obj, ctx, service_principal::reconcile),
             error_policy::<ServicePrincipal>("serviceprincipal"),
@@ -293,6 +391,7 @@ pub async fn run(ctx: Arc<Context>) {
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
+        .graceful_shutdown_on(stop.clone().wait())
         .run(
             |obj, ctx| timed("trustpolicy", obj, ctx, trust_policy::reconcile),
             error_policy::<TrustPolicy>("trustpolicy"),
@@ -311,6 +410,7 @@ pub async fn run(ctx: Arc<Context>) {
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
+        .graceful_shutdown_on(stop.clone().wait())
         .run(
             |obj, ctx| timed("databricksappconnection", obj, ctx, app_connection::reconcile),
             error_policy::<DatabricksAppConnection>("databricksappconnection"),
@@ -319,6 +419,7 @@ pub async fn run(ctx: Arc<Context>) {
         .for_each(|_| futures::future::ready(()));
     let account_controller = Controller::new(accounts, watcher::Config::default().any_semantic())
         .shutdown_on_signal()
+        .graceful_shutdown_on(stop.clone().wait())
         .run(
             |obj, ctx| timed("databricksaccount", obj, ctx, accounts::reconcile),
             error_policy::<DatabricksAccount>("databricksaccount"),
