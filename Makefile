@@ -13,7 +13,7 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: control-plane ## Local sandbox: a real control plane with the CRDs and examples (emulator and operator to come)
+run: control-plane ## Local sandbox: control plane + Databricks emulator + operator + the examples, until Ctrl-C
 	$(CARGO) run --quiet --locked --bin sandbox
 
 .PHONY: test
@@ -43,6 +43,10 @@ crds: ## Regenerate crds/ from the Rust types
 .PHONY: control-plane
 control-plane: ## Build (or reuse from the cache) the pinned kube-apiserver and etcd used by the tests
 	@hack/build-control-plane.sh >/dev/null
+
+.PHONY: deploy
+deploy: ## Render the kustomize base (apply with: kubectl apply --server-side -f crds/ && kubectl apply -k deploy/base)
+	kubectl kustomize deploy/base
 
 .PHONY: bench-emulator
 bench-emulator: ## Throughput of the Databricks emulator under a wrk load on loopback (release build)
