@@ -82,6 +82,16 @@ impl Default for Metrics {
     }
 }
 
+/// Every family the operator registers (without the `databricks_oauth_operator_` prefix and the `_total` suffix
+/// of counters).
+pub const FAMILIES: &[&str] = &[
+    "reconciles",
+    "reconcile_errors",
+    "reconcile_duration_seconds",
+    "databricks_requests",
+    "credential_expiry_timestamp_seconds",
+];
+
 impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
@@ -100,5 +110,48 @@ impl Metrics {
                 .get_or_create(&RequestLabels { operation: operation.to_owned(), status: status.to_string() })
                 .inc();
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_alerts_use_only_exported_metrics() {
+        let rules = include_str!("../deploy/prometheus/rules.yaml");
+        let mut used = 0;
+        for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if let Some(name) = word.strip_prefix("databricks_oauth_operator_") {
+                let family = name.strip_suffix("_total").unwrap_or(name);
+                assert!(FAMILIES.contains(&family), "the alerts use {word}, which is not exported");
+                used += 1;
+            }
+        }
+        assert!(used >= 3);
+        // And FAMILIES is what is registered: after one observation each, every family renders.
+        let metrics = Metrics::default();
+        let labels = ControllerLabels { controller: "x".into() };
+        metrics.reconciles.get_or_create(&labels).inc();
+        metrics
+            .reconcile_errors
+            .get_or_create(&ErrorLabels { controller: "x".into(), reason: "y".into() })
+            .inc();
+        metrics.reconcile_duration.get_or_create(&labels).observe(0.1);
+        metrics
+            .databricks_requests
+            .get_or_create(&RequestLabels { operation: "o".into(), status: "200".into() })
+            .inc();
+        metrics
+            .credential_expiry
+            .get_or_create(&ObjectLabels { namespace: "n".into(), name: "m".into() })
+            .set(1);
+        let text = metrics.render();
+        for family in FAMILIES {
+            assert!(
+                text.contains(&format!("# TYPE databricks_oauth_operator_{family} ")),
+                "{family} in:\n{text}"
+            );
+        }
     }
 }
