@@ -15,53 +15,20 @@ use k8s_openapi::api::{
     authentication::v1::{TokenRequest, TokenRequestSpec},
     core::v1::ServiceAccount,
 };
-use kube::{
-    Api, Client, ResourceExt,
-    api::{DynamicObject, Patch, PatchParams, PostParams},
-    discovery::{Discovery, Scope},
-};
+use kube::{Api, api::PostParams};
 use serde_json::json;
 use support::{TestEnv, operator::OperatorOptions, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn kustomize(dir: &str) -> Vec<DynamicObject> {
-    let output = std::process::Command::new("kubectl")
-        .args(["kustomize", &format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"))])
-        .output()
-        .expect("kubectl must be installed (see .ci/run)");
-    assert!(output.status.success(), "kubectl kustomize {dir}: {}", String::from_utf8_lossy(&output.stderr));
-    serde_yaml::Deserializer::from_slice(&output.stdout)
-        .map(|doc| serde::Deserialize::deserialize(doc).expect("object"))
-        .collect()
-}
-
-async fn apply_all(client: &Client, objects: &[DynamicObject]) {
-    let discovery = Discovery::new(client.clone()).run().await.expect("discovery");
-    for object in objects {
-        let types = object.types.clone().expect("types");
-        let (group, version) = types.api_version.split_once('/').unwrap_or(("", &types.api_version));
-        let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
-        let (resource, caps) =
-            discovery.resolve_gvk(&gvk).unwrap_or_else(|| panic!("{} is not served", types.kind));
-        let api: Api<DynamicObject> = match (caps.scope, object.namespace()) {
-            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), &ns, &resource),
-            _ => Api::all_with(client.clone(), &resource),
-        };
-        api.patch(&object.name_any(), &PatchParams::apply("doo-tests").force(), &Patch::Apply(object))
-            .await
-            .unwrap_or_else(|e| panic!("{} {} was refused: {e}", types.kind, object.name_any()));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deployed_identity_is_exactly_sufficient() {
     let env = TestEnv::new().await;
-    let base = kustomize("deploy/base");
-    let dev = kustomize("deploy/overlays/dev");
+    let base = support::manifests::kustomize("deploy/base");
+    let dev = support::manifests::kustomize("deploy/overlays/dev");
     assert!(dev.iter().any(|o| o.types.as_ref().is_some_and(|t| t.kind == "Deployment")));
-    apply_all(&env.client, &base).await;
-    apply_all(&env.client, &dev).await;
+    support::manifests::apply_all(&env.client, &base).await;
+    support::manifests::apply_all(&env.client, &dev).await;
 
     // The operator's identity: a token of its ServiceAccount, as in the pod.
     let request = TokenRequest {
