@@ -159,10 +159,23 @@ async fn converge(
         existing = None;
     }
 
-    let (integration, secret_value) = match existing {
+    let integration = match existing {
         Some(found) => {
             update_if_drifted(app, ctx, &client, &found, &want).await?;
-            (found.integration_id, intact_secret)
+            // Keep the Secret current (a deleted or edited public app's Secret is rebuilt, labels follow the
+            // template); a confidential secret can only be republished from the Secret itself.
+            let client_id = status.client_id.clone().unwrap_or_default();
+            publish(
+                app,
+                &secrets_api,
+                &account,
+                &client,
+                &client_id,
+                intact_secret.as_deref(),
+                published.as_ref(),
+            )
+            .await?;
+            found.integration_id
         }
         None => {
             let created = create(app, ctx, &client, status, &want).await?;
@@ -178,7 +191,7 @@ async fn converge(
             )
             .await?;
             ctx.fail_point("after-publish-app")?;
-            (created.integration_id.clone(), secret)
+            created.integration_id.clone()
         }
     };
     if rotate_requested {
@@ -187,10 +200,6 @@ async fn converge(
     status.integration_id = Some(integration);
     status.secret_name = Some(name.clone());
     let client_id = status.client_id.clone().unwrap_or_default();
-    // Keep the Secret current (a deleted or edited public app's Secret is rebuilt, labels follow the template).
-    let refreshed = secrets::read_owned(&secrets_api, &name, &app.uid().unwrap_or_default()).await?;
-    publish(app, &secrets_api, &account, &client, &client_id, secret_value.as_deref(), refreshed.as_ref())
-        .await?;
     let message = match app.spec.confidential {
         true => format!("Secret {name} holds the client id and secret of {client_id}"),
         false => format!("Secret {name} holds the client id {client_id} (public client: no secret)"),
