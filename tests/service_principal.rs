@@ -339,6 +339,25 @@ async fn live_secret_ids(operator: &support::operator::Operator, id: &str) -> Ve
     operator.admin.list_secrets(id).await.expect("secrets").into_iter().map(|s| s.id).collect()
 }
 
+/// Exactly one principal carries this object's UID, and only the published secret is live; returns the Secret.
+async fn assert_one_principal_one_secret(
+    env: &TestEnv,
+    operator: &support::operator::Operator,
+    sp: &databricks_oauth_operator::crd::ServicePrincipal,
+    name: &str,
+) -> std::collections::BTreeMap<String, String> {
+    assert_eq!(operator.tagged(sp).await, 1, "{name}: exactly one principal");
+    let status = sp.status.clone().expect("status");
+    let id = status.id.expect("id");
+    let published = status.credentials.and_then(|c| c.secret_id).expect("published");
+    wait_for(READY, || async {
+        (live_secret_ids(operator, &id).await == vec![published.clone()]).then_some(())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{name}: only the published secret remains"));
+    env.secret_data(&format!("{name}-databricks")).await.expect("secret")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_reconcile_leaves_no_duplicate_and_no_orphaned_secret() {
     use databricks_oauth_operator::emulator::FaultRule;
@@ -359,22 +378,13 @@ async fn an_interrupted_reconcile_leaves_no_duplicate_and_no_orphaned_secret() {
         if let Some(fault) = fault {
             operator.emulator.add_fault(fault).await;
         }
-        let sp = env.create_principal(&operator, name, json!({"credentials": {}})).await;
+        env.create_principal(&operator, name, json!({"credentials": {}})).await;
         let ready = env.wait_condition(name, "Ready", "True", READY).await;
         if let Some(point) = fail_point {
             assert!(!operator.ctx.fail_points.armed(point), "{name}: the fail point fired");
         }
         operator.emulator.clear_faults().await;
-        assert_eq!(operator.tagged(&sp).await, 1, "{name}: exactly one principal");
-        let status = ready.status.expect("status");
-        let id = status.id.expect("id");
-        let published = status.credentials.and_then(|c| c.secret_id).expect("published");
-        wait_for(READY, || async {
-            (live_secret_ids(&operator, &id).await == vec![published.clone()]).then_some(())
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{name}: only the published secret remains"));
-        let data = env.secret_data(&format!("{name}-databricks")).await.expect("data");
+        let data = assert_one_principal_one_secret(&env, &operator, &ready, name).await;
         assert!(
             operator.works(&data["DATABRICKS_CLIENT_ID"], &data["DATABRICKS_CLIENT_SECRET"]).await,
             "{name}"
@@ -567,16 +577,7 @@ async fn fifty_principals_converge_under_faults_without_duplicates_orphans_or_le
     let mut values = Vec::new();
     for name in &names {
         let sp = env.principals().get(name).await.expect("sp");
-        assert_eq!(operator.tagged(&sp).await, 1, "{name}: exactly one principal");
-        let status = sp.status.expect("status");
-        let id = status.id.expect("id");
-        let published = status.credentials.and_then(|c| c.secret_id).expect("published");
-        wait_for(READY, || async {
-            (live_secret_ids(&operator, &id).await == vec![published.clone()]).then_some(())
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{name}: only the published secret remains"));
-        let data = env.secret_data(&format!("{name}-databricks")).await.expect("secret");
+        let data = assert_one_principal_one_secret(&env, &operator, &sp, name).await;
         values.push(data["DATABRICKS_CLIENT_SECRET"].clone());
     }
     let summary = operator.emulator.summary().await;

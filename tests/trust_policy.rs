@@ -8,6 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use databricks_oauth_operator::{
     control_plane::ControlPlane,
+    controllers::conditions,
     controllers::trust_policy::cluster_issuer,
     crd::TrustPolicy,
     databricks::types::{FederationPolicy, OidcPolicy},
@@ -226,13 +227,8 @@ async fn a_wrong_policy_is_reported_by_verify_and_the_limit_is_a_condition() {
     )
     .await;
     let policy = wait_policy(&env, "discovery", "Verified", "False").await;
-    let verified = policy
-        .status
-        .expect("status")
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Verified")
-        .expect("verified");
+    let status = policy.status.expect("status");
+    let verified = conditions::get(&status.conditions, "Verified").expect("verified");
     assert_eq!(verified.reason, "KeysUnreachable");
     assert!(verified.message.contains("openid-configuration"), "{}", verified.message);
     create_policy(
@@ -243,13 +239,8 @@ async fn a_wrong_policy_is_reported_by_verify_and_the_limit_is_a_condition() {
     )
     .await;
     let policy = wait_policy(&env, "missing-sa", "Verified", "False").await;
-    let verified = policy
-        .status
-        .expect("status")
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Verified")
-        .expect("verified");
+    let status = policy.status.expect("status");
+    let verified = conditions::get(&status.conditions, "Verified").expect("verified");
     assert_eq!(verified.reason, "ServiceAccountNotFound");
 
     // 20 policies is the Databricks maximum: the 21st is a condition, not a retry loop.
