@@ -48,6 +48,9 @@ struct RunArgs {
     /// How long a replaced OAuth secret stays valid after a rotation.
     #[arg(long, default_value = "10m", value_parser = duration)]
     rotation_grace_period: Duration,
+    /// Objects of one kind reconciled at once (calls to one account are limited by its rateLimit anyway).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -111,6 +114,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         resync_interval: args.resync_interval,
         rotation_grace: args.rotation_grace_period,
         namespace: args.namespace,
+        concurrency: args.concurrency,
         ..controllers::Config::default()
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting");

@@ -43,7 +43,18 @@ pub async fn reconcile(app: Arc<DatabricksAppConnection>, ctx: Arc<Context>) -> 
             );
             Ok((message, ctx.config.jittered_resync()))
         };
-    lifecycle::reconcile(app, ctx, apply, cleanup).await
+    lifecycle::reconcile(app, ctx, apply, published_intact, cleanup).await
+}
+
+/// Whether the Secret is still as the last pass wrote it.
+async fn published_intact(
+    app: &DatabricksAppConnection,
+    ctx: &Context,
+    _status: &DatabricksAppConnectionStatus,
+) -> Result<bool, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+    let published = secrets::read_owned(&api, &secret_name(app), &app.uid().unwrap_or_default()).await?;
+    Ok(published.is_some_and(|p| p.checksum_ok))
 }
 
 fn display_name(app: &DatabricksAppConnection) -> String {

@@ -1,7 +1,12 @@
 //! The reconcile skeleton every namespaced kind shares: the finalizer, the paused annotation, and turning the
 //! outcome of a pass into the `Ready` condition (plus a Warning event when a person must act).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::{NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::Condition};
 use kube::{
@@ -42,18 +47,63 @@ pub fn is_paused<K: Resource>(obj: &K) -> bool {
     obj.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v == "true")
 }
 
+/// What the last successful full pass of each object saw, by UID: a fingerprint of what the owner controls
+/// (generation and annotations) and when the next full pass is due. Most watch events are the operator's own
+/// status and Secret writes; an event that changes none of it gets a quick pass that only checks what the object
+/// publishes in the cluster, so Databricks is read again at the resync, not at every event.
+#[derive(Debug, Default)]
+pub struct Marks(Mutex<HashMap<String, (u64, Instant)>>);
+
+impl Marks {
+    /// Time left until the next full pass, when the object is unchanged since the last one.
+    fn fresh(&self, uid: &str, fingerprint: u64) -> Option<Duration> {
+        let marks = self.0.lock().ok()?;
+        let (known, due) = marks.get(uid)?;
+        (*known == fingerprint).then(|| due.checked_duration_since(Instant::now())).flatten()
+    }
+
+    fn record(&self, uid: &str, fingerprint: u64, next: Duration) {
+        if let Ok(mut marks) = self.0.lock() {
+            marks.insert(uid.to_owned(), (fingerprint, Instant::now() + next));
+        }
+    }
+
+    /// Makes the next pass of `uid` a full one (something it depends on changed).
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut marks) = self.0.lock() {
+            marks.remove(uid);
+        }
+    }
+}
+
+fn fingerprint<K: Resource>(obj: &K) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    obj.meta().generation.hash(&mut hasher);
+    obj.annotations().iter().collect::<BTreeMap<_, _>>().hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Runs `apply` (or `cleanup` when the object is being deleted) behind the kind's finalizer. `apply` converges
 /// and returns the Ready message and when to look again; errors become `Ready=False` with their reason.
-pub async fn reconcile<K, A, C>(obj: Arc<K>, ctx: Arc<Context>, apply: A, cleanup: C) -> Result<Action, Error>
+/// `intact` says whether what the object publishes in the cluster (Secret, ConfigMap) is still as the last pass
+/// left it; when it is and nothing else changed, the pass ends there.
+pub async fn reconcile<K, A, I, C>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    apply: A,
+    intact: I,
+    cleanup: C,
+) -> Result<Action, Error>
 where
     K: Managed,
     A: AsyncFnOnce(&K, &Context, &mut K::Status) -> Result<(String, Duration), Error>,
+    I: AsyncFnOnce(&K, &Context, &K::Status) -> Result<bool, Error>,
     C: AsyncFnOnce(Arc<K>, &Context) -> Result<Action, Error>,
 {
     let api = api(&ctx, obj.as_ref());
     finalizer(&api, K::FINALIZER, obj, |event| async {
         match event {
-            Finalizer::Apply(obj) => converge(obj, &ctx, apply).await,
+            Finalizer::Apply(obj) => converge(obj, &ctx, apply, intact).await,
             Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
         }
     })
@@ -61,10 +111,11 @@ where
     .map_err(|e| Error::Finalizer(Box::new(e)).unwrap_finalizer())
 }
 
-async fn converge<K, A>(obj: Arc<K>, ctx: &Context, apply: A) -> Result<Action, Error>
+async fn converge<K, A, I>(obj: Arc<K>, ctx: &Context, apply: A, intact: I) -> Result<Action, Error>
 where
     K: Managed,
     A: AsyncFnOnce(&K, &Context, &mut K::Status) -> Result<(String, Duration), Error>,
+    I: AsyncFnOnce(&K, &Context, &K::Status) -> Result<bool, Error>,
 {
     let api = api(ctx, obj.as_ref());
     // The watch cache can lag behind our own last status write; acting on a stale status (an id not yet
@@ -84,6 +135,14 @@ where
         patch_status(&api, &obj, &status).await?;
         return Ok(Action::requeue(ctx.config.resync_interval));
     }
+    let uid = obj.uid().unwrap_or_default();
+    let fingerprint = fingerprint(&obj);
+    if let Some(remaining) = ctx.marks.fresh(&uid, fingerprint)
+        && matches!(intact(&obj, ctx, &status).await, Ok(true))
+    {
+        return Ok(Action::requeue(remaining));
+    }
+    ctx.marks.forget(&uid);
     let outcome = apply(&obj, ctx, &mut status).await;
     K::set_observed_generation(&mut status, generation);
     match outcome {
@@ -97,6 +156,7 @@ where
                 generation,
             );
             patch_status(&api, &obj, &status).await?;
+            ctx.marks.record(&uid, fingerprint, next);
             Ok(Action::requeue(next))
         }
         Err(err) => {

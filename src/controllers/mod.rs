@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod app_connection;
+mod assignments;
 pub mod conditions;
 mod error;
 mod lifecycle;
@@ -59,6 +60,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Client tuning (the budget is replaced per account).
     pub client_options: ClientOptions,
+    /// Objects of one kind reconciled at once.
+    pub concurrency: u16,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             rotation_grace: Duration::from_secs(600),
             namespace: None,
             client_options: ClientOptions::default(),
+            concurrency: 16,
         }
     }
 }
@@ -127,6 +131,10 @@ pub struct Context {
     pub accounts: accounts::Registry,
     pub metrics: Arc<Metrics>,
     pub fail_points: FailPoints,
+    /// What the last full pass of each object saw (see [`lifecycle::Marks`]).
+    pub marks: lifecycle::Marks,
+    /// Workspace assignment listings shared by every principal.
+    pub assignments: assignments::Cache,
     recorder: Recorder,
     backoff: Backoff,
 }
@@ -137,10 +145,12 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            assignments: assignments::Cache::new(config.resync_interval),
             config,
             accounts: accounts::Registry::default(),
             metrics,
             fail_points,
+            marks: lifecycle::Marks::default(),
             backoff: Backoff::default(),
         }
     }
@@ -326,6 +336,16 @@ pub async fn run_elected(
     }
 }
 
+fn controller_config(ctx: &Context) -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency)
+}
+
+/// A reconcile request for `obj` because something it depends on changed: its next pass is a full one.
+fn forget<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K) -> ObjectRef<K> {
+    ctx.marks.forget(&obj.uid().unwrap_or_default());
+    ObjectRef::from_obj(obj)
+}
+
 /// Runs every controller until shutdown (SIGTERM / Ctrl-C).
 pub async fn run(ctx: Arc<Context>) {
     run_until(ctx, Stop::default()).await
@@ -354,6 +374,7 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
 
     let principal_controller = Controller::new(principals.clone(), watcher::Config::default().any_semantic());
     let store = principal_controller.store();
+    let marks = ctx.clone();
     let principal_controller = principal_controller
         .owns(secrets.clone(), managed.clone())
         // An account change (credentials fixed, namespace allowed) re-checks every principal that uses it.
@@ -363,9 +384,10 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
                 .state()
                 .into_iter()
                 .filter(move |sp| sp.spec.account_ref.name == name)
-                .map(|sp| ObjectRef::from_obj(sp.as_ref()))
+                .map(|sp| forget(&marks, sp.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .with_config(controller_config(&ctx))
         .shutdown_on_signal()
         .graceful_shutdown_on(stop.clone().wait())
         .run(
@@ -378,6 +400,7 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
     let app_store = app_controller.store();
     let policy_controller = Controller::new(policies, watcher::Config::default().any_semantic());
     let policy_store = policy_controller.store();
+    let marks = ctx.clone();
     let policy_controller = policy_controller
         .owns(config_maps, managed.clone())
         // A principal getting its id (or changing) re-checks the policies that point at it.
@@ -387,9 +410,10 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
                 .state()
                 .into_iter()
                 .filter(move |p| p.spec.service_principal_ref.name == name && p.namespace() == namespace)
-                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .map(|p| forget(&marks, p.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .with_config(controller_config(&ctx))
         .shutdown_on_signal()
         .graceful_shutdown_on(stop.clone().wait())
         .run(
@@ -398,6 +422,7 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
+    let marks = ctx.clone();
     let app_controller = app_controller
         .owns(secrets, managed)
         .watches(accounts.clone(), watcher::Config::default(), move |account: DatabricksAccount| {
@@ -406,9 +431,10 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
                 .state()
                 .into_iter()
                 .filter(move |app| app.spec.account_ref.name == name)
-                .map(|app| ObjectRef::from_obj(app.as_ref()))
+                .map(|app| forget(&marks, app.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .with_config(controller_config(&ctx))
         .shutdown_on_signal()
         .graceful_shutdown_on(stop.clone().wait())
         .run(
@@ -418,6 +444,7 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
         )
         .for_each(|_| futures::future::ready(()));
     let account_controller = Controller::new(accounts, watcher::Config::default().any_semantic())
+        .with_config(controller_config(&ctx))
         .shutdown_on_signal()
         .graceful_shutdown_on(stop.clone().wait())
         .run(

@@ -38,7 +38,23 @@ pub async fn reconcile(sp: Arc<ServicePrincipal>, ctx: Arc<Context>) -> Result<A
         let next = converge(sp, ctx, status).await?;
         Ok((ready_message(status), next))
     };
-    lifecycle::reconcile(sp, ctx, apply, cleanup).await
+    lifecycle::reconcile(sp, ctx, apply, published_intact, cleanup).await
+}
+
+/// Whether the Secret still publishes the secret the status records, unedited (or no Secret is wanted).
+async fn published_intact(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    status: &ServicePrincipalStatus,
+) -> Result<bool, Error> {
+    let wanted = sp.spec.credentials.as_ref().is_some_and(|c| c.type_ == CredentialsType::OAuthSecret);
+    let Some(creds) = status.credentials.as_ref() else { return Ok(!wanted) };
+    let Some(name) = creds.secret_name.as_deref() else { return Ok(false) };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &sp.namespace().unwrap_or_default());
+    let published = secrets::read_owned(&api, name, &sp.uid().unwrap_or_default()).await?;
+    Ok(wanted
+        && published
+            .is_some_and(|p| p.checksum_ok && p.secret_id.is_some() && p.secret_id == creds.secret_id))
 }
 
 fn ready_message(status: &ServicePrincipalStatus) -> String {
@@ -61,7 +77,8 @@ async fn converge(
     let generation = sp.metadata.generation;
     let (account, client) =
         ctx.accounts.client_for(ctx, &sp.spec.account_ref.name, sp.namespace().as_deref()).await?;
-    let principal = ensure_principal(sp, ctx, &client, status).await?;
+    let (remote, created) = ensure_principal(sp, ctx, &client, status).await?;
+    let principal = Principal { remote, created };
     converge_identity(sp, ctx, &client, &principal).await?;
     converge_assignments(sp, ctx, &client, &principal, status).await?;
     conditions::synced(&mut status.conditions, generation);
@@ -76,16 +93,31 @@ async fn converge(
     Ok(next.map_or(resync, |n| n.min(resync)).max(Duration::from_secs(1)))
 }
 
-/// The principal this object stands for: from status, by adoption, or found by its tag, or created.
+/// The remote principal, and whether this pass created it (then it has no secrets and no assignments yet:
+/// nothing to read back).
+struct Principal {
+    remote: RemotePrincipal,
+    created: bool,
+}
+
+impl std::ops::Deref for Principal {
+    type Target = RemotePrincipal;
+    fn deref(&self) -> &RemotePrincipal {
+        &self.remote
+    }
+}
+
+/// The principal this object stands for: from status, by adoption, or found by its tag, or created (then the
+/// flag is set: a principal made by this pass has no secrets and no assignments yet, nothing to read back).
 async fn ensure_principal(
     sp: &ServicePrincipal,
     ctx: &Context,
     client: &AccountClient,
     status: &mut ServicePrincipalStatus,
-) -> Result<RemotePrincipal, Error> {
+) -> Result<(RemotePrincipal, bool), Error> {
     if let Some(id) = status.id.clone() {
         match client.get_service_principal(&id).await {
-            Ok(principal) => return Ok(principal),
+            Ok(principal) => return Ok((principal, false)),
             Err(err) if err.is_not_found() => {
                 let message =
                     format!("Service principal {id} was deleted outside the operator; recreating it");
@@ -101,10 +133,11 @@ async fn ensure_principal(
             Err(err) => return Err(err.into()),
         }
     }
-    let principal = match &sp.spec.adopt {
+    let (principal, created) = match &sp.spec.adopt {
         Some(adopt) => client
             .find_service_principal_by_application_id(&adopt.application_id)
             .await?
+            .map(|p| (p, false))
             .ok_or_else(|| Error::NeedsAttention {
                 reason: "AdoptTargetNotFound",
                 message: format!(
@@ -114,38 +147,39 @@ async fn ensure_principal(
             })?,
         None => find_or_create(sp, ctx, client).await?,
     };
+    // Not written at once: if the pass stops before its status write, the next one finds the principal by its
+    // tag (or adoption target) again.
     status.id = Some(principal.id.clone());
     status.application_id = Some(principal.application_id.clone());
-    // Record the identity before anything else can fail.
-    patch_status(&lifecycle::api(ctx, sp), sp, status).await?;
-    Ok(principal)
+    Ok((principal, created))
 }
 
+/// The principal tagged with this object's UID, or a new one (`true`).
 async fn find_or_create(
     sp: &ServicePrincipal,
     ctx: &Context,
     client: &AccountClient,
-) -> Result<RemotePrincipal, Error> {
+) -> Result<(RemotePrincipal, bool), Error> {
     let uid = sp.uid().unwrap_or_default();
     let mut tagged = client.find_service_principals_by_external_id(&uid).await?;
     if tagged.is_empty() {
         let display_name = sp.spec.display_name.clone().unwrap_or_else(|| sp.name_any());
-        let created = match client
+        let (created, fresh) = match client
             .create_service_principal(&NewServicePrincipal::new(&display_name, sp.spec.active, Some(&uid)))
             .await
         {
-            Ok(created) => created,
+            Ok(created) => (created, true),
             // The answer was lost but the write may have happened: look again before trying anything else.
             Err(err) if matches!(err, crate::databricks::Error::Transport { .. }) => {
                 let found = client.find_service_principals_by_external_id(&uid).await?;
-                found.into_iter().next().ok_or(err)?
+                (found.into_iter().next().ok_or(err)?, false)
             }
             Err(err) => return Err(err.into()),
         };
         ctx.fail_point("after-create-principal")?;
         let message = format!("Created service principal {} ({})", created.id, created.application_id);
         ctx.event(sp, EventType::Normal, "Created", "Create", &message).await;
-        return Ok(created);
+        return Ok((created, fresh));
     }
     // More than one tagged principal can only come from an interrupted create: keep the oldest.
     tagged.sort_by_key(|p| p.id.parse::<i64>().unwrap_or(i64::MAX));
@@ -156,7 +190,7 @@ async fn find_or_create(
             format!("Deleted duplicate service principal {} left by an interrupted create", duplicate.id);
         ctx.event(sp, EventType::Warning, "DuplicateDeleted", "Delete", &message).await;
     }
-    Ok(keep)
+    Ok((keep, false))
 }
 
 async fn converge_identity(
@@ -194,30 +228,38 @@ async fn converge_assignments(
     sp: &ServicePrincipal,
     ctx: &Context,
     client: &AccountClient,
-    principal: &RemotePrincipal,
+    principal: &Principal,
     status: &mut ServicePrincipalStatus,
 ) -> Result<(), Error> {
     let desired: BTreeMap<i64, &[WorkspacePermission]> =
         sp.spec.workspace_assignments.iter().map(|a| (a.workspace_id, a.permissions.as_slice())).collect();
     let principal_id: i64 = principal.id.parse().unwrap_or_default();
+    let not_found = |workspace: i64, e: crate::databricks::Error| match e.is_not_found() {
+        true => Error::NeedsAttention {
+            reason: "WorkspaceNotFound",
+            message: format!(
+                "Workspace {workspace} does not exist or does not accept permission assignments: {e}"
+            ),
+        },
+        false => e.into(),
+    };
     for (workspace, permissions) in &desired {
-        let want = permission_names(permissions);
-        let current =
-            client.list_workspace_assignments(*workspace).await.map_err(|e| match e.is_not_found() {
-                true => Error::NeedsAttention {
-                    reason: "WorkspaceNotFound",
-                    message: format!(
-                        "Workspace {workspace} does not exist or does not accept permission assignments: {e}"
-                    ),
-                },
-                false => e.into(),
-            })?;
-        let have = current
-            .iter()
-            .find(|a| a.principal.principal_id == Some(principal_id))
-            .map(|a| a.permissions.clone());
-        if have.as_deref().map(|h| h.iter().map(String::as_str).collect::<Vec<_>>()) != Some(want.clone()) {
-            client.put_workspace_assignment(*workspace, &principal.id, &want).await?;
+        let want: Vec<String> = permission_names(permissions).into_iter().map(str::to_owned).collect();
+        let have = match principal.created {
+            true => Vec::new(),
+            false => ctx
+                .assignments
+                .permissions(client, *workspace, principal_id)
+                .await
+                .map_err(|e| not_found(*workspace, e))?,
+        };
+        if have != want {
+            let names: Vec<&str> = want.iter().map(String::as_str).collect();
+            client
+                .put_workspace_assignment(*workspace, &principal.id, &names)
+                .await
+                .map_err(|e| not_found(*workspace, e))?;
+            ctx.assignments.record(client, *workspace, principal_id, Some(want.clone())).await;
             let message = format!("Assigned {} in workspace {workspace}", want.join(","));
             ctx.event(sp, EventType::Normal, "WorkspaceAssigned", "Assign", &message).await;
         }
@@ -225,6 +267,7 @@ async fn converge_assignments(
     for previous in &status.workspace_assignments {
         if !desired.contains_key(&previous.workspace_id) {
             client.delete_workspace_assignment(previous.workspace_id, &principal.id).await?;
+            ctx.assignments.record(client, previous.workspace_id, principal_id, None).await;
             let message = format!("Removed from workspace {}", previous.workspace_id);
             ctx.event(sp, EventType::Normal, "WorkspaceUnassigned", "Unassign", &message).await;
         }
@@ -296,7 +339,7 @@ async fn converge_credentials(
     ctx: &Context,
     client: &AccountClient,
     account: &crate::crd::DatabricksAccount,
-    principal: &RemotePrincipal,
+    principal: &Principal,
     spec: &Credentials,
     status: &mut ServicePrincipalStatus,
 ) -> Result<Option<Duration>, Error> {
@@ -324,7 +367,10 @@ async fn converge_credentials(
             return Err(err);
         }
     };
-    let mut remote = client.list_secrets(&principal.id).await?;
+    let mut remote = match principal.created {
+        true => Vec::new(),
+        false => client.list_secrets(&principal.id).await?,
+    };
     let now = Timestamp::now();
     let mut creds = status.credentials.take().unwrap_or_default();
     creds.secret_name = Some(secret_name.clone());
@@ -432,9 +478,13 @@ async fn converge_credentials(
                 });
             }
         }
-        creds.minting_since = Some(Time(now));
-        status.credentials = Some(creds.clone());
-        patch_status(&lifecycle::api(ctx, sp), sp, status).await?;
+        // Only an adopted principal can hold secrets the operator did not make, so only there must the intent be
+        // on record before minting (every unknown secret of a created principal is a leftover).
+        if adopted {
+            creds.minting_since = Some(Time(now));
+            status.credentials = Some(creds.clone());
+            patch_status(&lifecycle::api(ctx, sp), sp, status).await?;
+        }
         let created = client.create_secret(&principal.id, lifetime).await?;
         ctx.fail_point("after-create-secret")?;
         let data = secret_data(

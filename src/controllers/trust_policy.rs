@@ -43,7 +43,21 @@ pub async fn reconcile(policy: Arc<TrustPolicy>, ctx: Arc<Context>) -> Result<Ac
         );
         Ok((message, ctx.config.jittered_resync()))
     };
-    lifecycle::reconcile(policy, ctx, apply, cleanup).await
+    lifecycle::reconcile(policy, ctx, apply, published_intact, cleanup).await
+}
+
+/// Whether the ConfigMap is still there and still ours (its content is rewritten at every full pass).
+async fn published_intact(
+    policy: &TrustPolicy,
+    ctx: &Context,
+    _status: &TrustPolicyStatus,
+) -> Result<bool, Error> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    let name = config_map_name(policy);
+    let existing =
+        api.get_opt(&name).await.map_err(|e| Error::kube(format!("reading ConfigMap {name}"), e))?;
+    let uid = policy.uid().unwrap_or_default();
+    Ok(existing.is_some_and(|c| c.owner_references().iter().any(|r| r.uid == uid)))
 }
 
 /// `spec.policyId`, or one derived from namespace and name: `[a-z0-9-]`, at most 63 characters, stable.

@@ -164,6 +164,8 @@ impl AccountClient {
         client_id: &str,
         client_secret: &str,
     ) -> Result<TokenResponse, Error> {
+        // A token request is a request like any other to the account's rate limit.
+        let _permit = self.inner.options.budget.acquire().await;
         super::auth::client_credentials(
             &self.inner.http,
             &self.token_endpoint(),
