@@ -48,6 +48,11 @@ control-plane: ## Build (or reuse from the cache) the pinned kube-apiserver and 
 deploy: ## Render the kustomize base (apply with: kubectl apply --server-side -f crds/ && kubectl apply -k deploy/base)
 	kubectl kustomize deploy/base
 
+.PHONY: bench
+bench: control-plane ## Scale benchmark (release): 100/1,000/10,000 principals + mixed + rate-limited, vs floors; table, JSON, Markdown and PNG in target/bench/
+	$(CARGO) bench --locked --bench scale
+	@hack/bench/plot.sh target/bench/bench.json target/bench/ready.png
+
 .PHONY: bench-emulator
 bench-emulator: ## Throughput of the Databricks emulator under a wrk load on loopback (release build)
 	hack/bench-emulator.sh

@@ -135,7 +135,7 @@ pub struct Context {
     pub marks: lifecycle::Marks,
     /// Workspace assignment listings shared by every principal.
     pub assignments: assignments::Cache,
-    recorder: Recorder,
+    reporter: Reporter,
     backoff: Backoff,
 }
 
@@ -143,7 +143,7 @@ impl Context {
     pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, fail_points: FailPoints) -> Self {
         let reporter = Reporter { controller: MANAGER.to_owned(), instance: std::env::var("POD_NAME").ok() };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             assignments: assignments::Cache::new(config.resync_interval),
             config,
@@ -176,7 +176,11 @@ impl Context {
             action: action.to_owned(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        // A Recorder per event: a shared one keeps every event for six minutes (to count repeats into a series)
+        // and scans all of them on each publish, which costs tens of MiB and CPU at thousands of objects. Our
+        // events rarely repeat within minutes (failures back off), so a series is not worth that.
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::debug!(%err, "could not publish event");
         }
     }
@@ -235,7 +239,9 @@ where
     let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let started = Instant::now();
     let labels = ControllerLabels { controller: controller.to_owned() };
+    tracing::debug!(controller, object = %key, "reconcile started");
     let result = run(obj, ctx.clone()).await;
+    tracing::debug!(controller, object = %key, elapsed_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "reconcile finished");
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
