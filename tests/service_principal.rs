@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use databricks_oauth_operator::crd::DatabricksAccount;
+use databricks_oauth_operator::{crd::DatabricksAccount, metrics::ControllerLabels};
 use kube::{Api, ResourceExt, api::ListParams};
 use serde_json::json;
 use support::{
@@ -685,4 +685,70 @@ async fn adoption_remote_deletion_and_account_errors() {
         sp.status.expect("status").conditions.into_iter().find(|c| c.type_ == "Ready").expect("ready");
     assert_eq!(ready.reason, "DatabricksAuthenticationFailed");
     assert!(ready.message.contains("invalid_client"), "{}", ready.message);
+}
+
+/// The call budget `make bench` reports, held as a test: a new principal costs the five calls it cannot do
+/// without (search by tag, create, assign, mint, verify), and an event that changes nothing the owner controls
+/// costs none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_principal_costs_five_calls_and_unrelated_events_none() {
+    let env = TestEnv::new().await;
+    let operator = env.operator(OperatorOptions::default()).await;
+    let accounts: Api<DatabricksAccount> = Api::all(env.client.clone());
+    wait_for(READY, || {
+        let (accounts, name) = (accounts.clone(), operator.account.clone());
+        async move {
+            let status = accounts.get(&name).await.ok()?.status?;
+            status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
+        }
+    })
+    .await
+    .expect("account Ready");
+    operator.emulator.reset_stats().await;
+    env.create_principal(
+        &operator,
+        "lean",
+        json!({"workspaceAssignments": [{"workspaceId": WORKSPACES[0], "permissions": ["USER"]}],
+               "credentials": {"lifetime": "24h"}}),
+    )
+    .await;
+    env.wait_condition("lean", "Ready", "True", READY).await;
+    let created = operator.emulator.stats().await;
+    let calls: Vec<(&str, u64)> = created.operations.iter().map(|(op, s)| (op.as_str(), s.count)).collect();
+    assert_eq!(
+        calls,
+        [
+            ("assignments.put", 1),
+            ("oidc.token", 1),
+            ("scim.sp.create", 1),
+            ("scim.sp.list", 1),
+            ("secrets.create", 1)
+        ],
+        "{created:?}"
+    );
+
+    // A label is not the operator's business: the event it causes is reconciled without calling Databricks.
+    let labels = ControllerLabels { controller: "serviceprincipal".to_owned() };
+    let before = operator.ctx.metrics.reconciles.get_or_create(&labels).get();
+    env.patch_principal("lean", json!({"metadata": {"labels": {"team": "data"}}})).await;
+    wait_for(READY, || {
+        let done = operator.ctx.metrics.reconciles.get_or_create(&labels).get();
+        async move { (done > before).then_some(()) }
+    })
+    .await
+    .expect("the label change was reconciled");
+    assert_eq!(operator.emulator.stats().await.requests, created.requests, "no Databricks call");
+
+    // Changing the spec is: a full pass reads the principal back and converges it.
+    env.patch_principal("lean", json!({"spec": {"displayName": "lean (renamed)"}})).await;
+    let found = wait_for(READY, || {
+        let admin = operator.admin.clone();
+        async move {
+            let all = admin.list_service_principals(None).await.ok()?;
+            all.into_iter().find(|p| p.display_name == "lean (renamed)")
+        }
+    })
+    .await
+    .expect("renamed in Databricks");
+    assert!(found.external_id.is_some());
 }

@@ -1,10 +1,22 @@
 //! DatabricksAccount: one authenticated client (and API budget) per account, shared by every object that uses it,
 //! and the account's own controller, which proves access and reports who the operator is.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::{Api, ResourceExt, runtime::controller::Action};
+use kube::{
+    Api, ResourceExt,
+    runtime::{
+        controller::Action,
+        reflector::{ObjectRef, Store},
+    },
+};
 use tokio::sync::Mutex;
 
 use super::{Context, Error, conditions};
@@ -13,10 +25,22 @@ use crate::{
     databricks::{AccountClient, Budget, ClientOptions, Credentials},
 };
 
+/// How long a client is used without re-reading its credentials Secret (a spec change is seen at once).
+const CREDENTIALS_RECHECK: Duration = Duration::from_secs(5);
+
 /// Clients by account name, rebuilt when the account's spec or credentials change.
 #[derive(Default)]
 pub struct Registry {
-    clients: Mutex<HashMap<String, (String, AccountClient)>>,
+    clients: Mutex<HashMap<String, Entry>>,
+    /// The account controller's store, read instead of the apiserver on every pass.
+    store: std::sync::Mutex<Option<Store<DatabricksAccount>>>,
+}
+
+struct Entry {
+    spec: String,
+    fingerprint: String,
+    checked: Instant,
+    client: AccountClient,
 }
 
 impl std::fmt::Debug for Registry {
@@ -26,15 +50,20 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// The client of `account`, checking that `namespace` may use it.
-    pub async fn client_for(
-        &self,
-        ctx: &Context,
-        name: &str,
-        namespace: Option<&str>,
-    ) -> Result<(DatabricksAccount, AccountClient), Error> {
-        let accounts: Api<DatabricksAccount> = Api::all(ctx.client.clone());
-        let account = accounts
+    /// Reads accounts from `store` from now on (the running account controller's).
+    pub fn use_store(&self, store: Store<DatabricksAccount>) {
+        if let Ok(mut current) = self.store.lock() {
+            *current = Some(store);
+        }
+    }
+
+    async fn account(&self, ctx: &Context, name: &str) -> Result<DatabricksAccount, Error> {
+        let cached = self.store.lock().ok().and_then(|s| s.as_ref()?.get(&ObjectRef::new(name)));
+        if let Some(account) = cached {
+            return Ok(account.as_ref().clone());
+        }
+        // Not in the store (yet): ask the apiserver, so a missing account is reported correctly.
+        Api::<DatabricksAccount>::all(ctx.client.clone())
             .get_opt(name)
             .await
             .map_err(|e| Error::kube(format!("reading DatabricksAccount {name}"), e))?
@@ -43,16 +72,55 @@ impl Registry {
                 message: format!(
                     "DatabricksAccount {name} does not exist; create it or fix spec.accountRef.name"
                 ),
-            })?;
+            })
+    }
+
+    /// The client of `account`, checking that `namespace` may use it.
+    pub async fn client_for(
+        &self,
+        ctx: &Context,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Result<(DatabricksAccount, AccountClient), Error> {
+        self.client(ctx, name, namespace, CREDENTIALS_RECHECK).await
+    }
+
+    /// The client of `account` after reading its credentials again (the account controller, proving access).
+    async fn checked_client(
+        &self,
+        ctx: &Context,
+        name: &str,
+    ) -> Result<(DatabricksAccount, AccountClient), Error> {
+        self.client(ctx, name, None, Duration::ZERO).await
+    }
+
+    async fn client(
+        &self,
+        ctx: &Context,
+        name: &str,
+        namespace: Option<&str>,
+        max_age: Duration,
+    ) -> Result<(DatabricksAccount, AccountClient), Error> {
+        let account = self.account(ctx, name).await?;
         if let Some(namespace) = namespace {
             check_namespace(ctx, &account, namespace).await?;
         }
-        let (credentials, fingerprint) = credentials(ctx, &account).await?;
+        let spec = serde_json::to_string(&account.spec).unwrap_or_default();
+        // Held while the credentials are read, so a slow older read never replaces a newer client.
         let mut clients = self.clients.lock().await;
-        if let Some((known, client)) = clients.get(name)
-            && *known == fingerprint
+        if let Some(entry) = clients.get(name)
+            && entry.spec == spec
+            && entry.checked.elapsed() < max_age
         {
-            return Ok((account, client.clone()));
+            return Ok((account, entry.client.clone()));
+        }
+        let (credentials, fingerprint) = credentials(ctx, &account).await?;
+        if let Some(entry) = clients.get_mut(name)
+            && entry.fingerprint == fingerprint
+        {
+            entry.spec = spec;
+            entry.checked = Instant::now();
+            return Ok((account, entry.client.clone()));
         }
         let limit = &account.spec.rate_limit;
         let options = ClientOptions {
@@ -71,7 +139,10 @@ impl Registry {
             options,
         )
         .map_err(|e| Error::Account { reason: "InvalidAccount", message: e.to_string() })?;
-        clients.insert(name.to_owned(), (fingerprint, client.clone()));
+        clients.insert(
+            name.to_owned(),
+            Entry { spec, fingerprint, checked: Instant::now(), client: client.clone() },
+        );
         Ok((account, client))
     }
 }
@@ -174,7 +245,19 @@ pub async fn reconcile(account: Arc<DatabricksAccount>, ctx: Arc<Context>) -> Re
     let name = account.name_any();
     let generation = account.metadata.generation;
     let mut status = account.status.clone().unwrap_or_default();
-    let outcome = match ctx.accounts.client_for(&ctx, &name, None).await {
+    let uid = account.uid().unwrap_or_default();
+    let client = ctx.accounts.checked_client(&ctx, &name).await;
+    // Proven with this spec and these credentials (same client) since the last resync: nothing to call.
+    let fingerprint = client.as_ref().ok().map(|(_, c)| {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (generation, c.instance_id()).hash(&mut hasher);
+        hasher.finish()
+    });
+    if let Some(remaining) = fingerprint.and_then(|f| ctx.marks.fresh(&uid, f)) {
+        return Ok(Action::requeue(remaining));
+    }
+    ctx.marks.forget(&uid);
+    let outcome = match client {
         Err(err) => Err(err),
         Ok((_, client)) => verify(&client).await.map(|who| (who, client)),
     };
@@ -210,6 +293,9 @@ pub async fn reconcile(account: Arc<DatabricksAccount>, ctx: Arc<Context>) -> Re
     };
     status.observed_generation = generation;
     super::patch_status(&Api::all(ctx.client.clone()), account.as_ref(), &status).await?;
+    if let (Ok(_), Some(fingerprint)) = (&outcome, fingerprint) {
+        ctx.marks.record(&uid, fingerprint, ctx.config.resync_interval);
+    }
     Ok(action)
 }
 

@@ -56,13 +56,13 @@ pub struct Marks(Mutex<HashMap<String, (u64, Instant)>>);
 
 impl Marks {
     /// Time left until the next full pass, when the object is unchanged since the last one.
-    fn fresh(&self, uid: &str, fingerprint: u64) -> Option<Duration> {
+    pub(super) fn fresh(&self, uid: &str, fingerprint: u64) -> Option<Duration> {
         let marks = self.0.lock().ok()?;
         let (known, due) = marks.get(uid)?;
         (*known == fingerprint).then(|| due.checked_duration_since(Instant::now())).flatten()
     }
 
-    fn record(&self, uid: &str, fingerprint: u64, next: Duration) {
+    pub(super) fn record(&self, uid: &str, fingerprint: u64, next: Duration) {
         if let Ok(mut marks) = self.0.lock() {
             marks.insert(uid.to_owned(), (fingerprint, Instant::now() + next));
         }
@@ -97,7 +97,7 @@ pub async fn reconcile<K, A, I, C>(
 where
     K: Managed,
     A: AsyncFnOnce(&K, &Context, &mut K::Status) -> Result<(String, Duration), Error>,
-    I: AsyncFnOnce(&K, &Context, &K::Status) -> Result<bool, Error>,
+    I: AsyncFn(&K, &Context, &K::Status) -> Result<bool, Error>,
     C: AsyncFnOnce(Arc<K>, &Context) -> Result<Action, Error>,
 {
     let api = api(&ctx, obj.as_ref());
@@ -115,9 +115,15 @@ async fn converge<K, A, I>(obj: Arc<K>, ctx: &Context, apply: A, intact: I) -> R
 where
     K: Managed,
     A: AsyncFnOnce(&K, &Context, &mut K::Status) -> Result<(String, Duration), Error>,
-    I: AsyncFnOnce(&K, &Context, &K::Status) -> Result<bool, Error>,
+    I: AsyncFn(&K, &Context, &K::Status) -> Result<bool, Error>,
 {
     let api = api(ctx, obj.as_ref());
+    let uid = obj.uid().unwrap_or_default();
+    // Nothing the owner controls changed since the last full pass: check only what the object publishes. The
+    // cached object may lag (its status behind our last write): then look again at a fresh read below.
+    if let Some(remaining) = quick_pass(&*obj, ctx, &uid, &intact).await {
+        return Ok(Action::requeue(remaining));
+    }
     // The watch cache can lag behind our own last status write; acting on a stale status (an id not yet
     // recorded) could repeat a create or delete what the previous pass made. Read the object fresh.
     let name = obj.name_any();
@@ -126,6 +132,10 @@ where
     else {
         return Ok(Action::await_change());
     };
+    if let Some(remaining) = quick_pass(&obj, ctx, &uid, &intact).await {
+        return Ok(Action::requeue(remaining));
+    }
+    ctx.marks.forget(&uid);
     let generation = obj.meta().generation;
     let mut status = obj.status().cloned().unwrap_or_default();
     if is_paused(&obj) {
@@ -135,14 +145,7 @@ where
         patch_status(&api, &obj, &status).await?;
         return Ok(Action::requeue(ctx.config.resync_interval));
     }
-    let uid = obj.uid().unwrap_or_default();
     let fingerprint = fingerprint(&obj);
-    if let Some(remaining) = ctx.marks.fresh(&uid, fingerprint)
-        && matches!(intact(&obj, ctx, &status).await, Ok(true))
-    {
-        return Ok(Action::requeue(remaining));
-    }
-    ctx.marks.forget(&uid);
     let outcome = apply(&obj, ctx, &mut status).await;
     K::set_observed_generation(&mut status, generation);
     match outcome {
@@ -177,6 +180,18 @@ where
             Err(err)
         }
     }
+}
+
+/// When `obj` matches the mark of the last full pass and what it publishes is intact: the time until the next
+/// full pass.
+async fn quick_pass<K, I>(obj: &K, ctx: &Context, uid: &str, intact: &I) -> Option<Duration>
+where
+    K: Managed,
+    I: AsyncFn(&K, &Context, &K::Status) -> Result<bool, Error>,
+{
+    let remaining = ctx.marks.fresh(uid, fingerprint(obj))?;
+    let status = obj.status().cloned().unwrap_or_default();
+    matches!(intact(obj, ctx, &status).await, Ok(true)).then_some(remaining)
 }
 
 /// Before a remote delete: an orphaned object only says so; a paused one waits (it makes no Databricks writes).

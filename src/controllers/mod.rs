@@ -22,10 +22,10 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
-        reflector::ObjectRef,
+        reflector::{self, ObjectRef},
         watcher,
     },
 };
@@ -342,6 +342,26 @@ pub async fn run_elected(
     }
 }
 
+/// A controller whose store keeps its objects without managedFields: the operator never reads them, and they
+/// are the largest part of an object that several managers write, so at thousands of objects most of the memory.
+fn trimmed_controller<K>(api: Api<K>) -> Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .modify(|obj| obj.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(stream, reader)
+}
+
 fn controller_config(ctx: &Context) -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency)
 }
@@ -378,7 +398,7 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
     let accounts: Api<DatabricksAccount> = Api::all(client.clone());
     let managed = watcher::Config::default().labels(&format!("{}={MANAGER}", secrets::MANAGED_BY));
 
-    let principal_controller = Controller::new(principals.clone(), watcher::Config::default().any_semantic());
+    let principal_controller = trimmed_controller(principals.clone());
     let store = principal_controller.store();
     let marks = ctx.clone();
     let principal_controller = principal_controller
@@ -402,9 +422,9 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
-    let app_controller = Controller::new(apps, watcher::Config::default().any_semantic());
+    let app_controller = trimmed_controller(apps);
     let app_store = app_controller.store();
-    let policy_controller = Controller::new(policies, watcher::Config::default().any_semantic());
+    let policy_controller = trimmed_controller(policies);
     let policy_store = policy_controller.store();
     let marks = ctx.clone();
     let policy_controller = policy_controller
@@ -449,7 +469,9 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
-    let account_controller = Controller::new(accounts, watcher::Config::default().any_semantic())
+    let account_controller = Controller::new(accounts, watcher::Config::default().any_semantic());
+    ctx.accounts.use_store(account_controller.store());
+    let account_controller = account_controller
         .with_config(controller_config(&ctx))
         .shutdown_on_signal()
         .graceful_shutdown_on(stop.clone().wait())

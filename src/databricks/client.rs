@@ -117,6 +117,11 @@ impl AccountClient {
         Ok(Self { inner: Arc::new(Inner { http, host, account_id: account_id.to_owned(), tokens, options }) })
     }
 
+    /// Identifies this client (and its clones): a rebuilt client, for new credentials, has another.
+    pub fn instance_id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
     pub fn host(&self) -> &str {
         &self.inner.host
     }
