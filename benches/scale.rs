@@ -290,6 +290,11 @@ impl Bench {
         let writes = apiserver_writes(&self.client).await?.saturating_sub(writes_before + bench_writes);
         let cpu = operator.cpu_seconds() - cpu_before;
         self.log(&format!(
+            "operator memory at convergence: {:.0} MiB now, {:.0} MiB peak",
+            operator.rss_mib(),
+            operator.peak_rss_mib()
+        ));
+        self.log(&format!(
             "{n} Ready in {seconds:.1}s; {} Databricks requests ({} reads, {} writes), {writes} Kubernetes writes, \
              {cpu:.1} CPU s",
             converged.requests, converged.reads, converged.writes
@@ -322,6 +327,11 @@ impl Bench {
         let restart_seconds = restart_start.elapsed().as_secs_f64();
         let restarted = emulator.stats().await;
         let restart_writes = apiserver_writes(&self.client).await?.saturating_sub(restart_before);
+        self.log(&format!(
+            "restarted operator: {:.0} MiB now, {:.0} MiB peak (first process: {peak_rss:.0} MiB peak)",
+            operator.rss_mib(),
+            operator.peak_rss_mib()
+        ));
         let peak_rss = peak_rss.max(operator.peak_rss_mib());
         operator.stop().await;
         emulator.shutdown().await;
@@ -761,6 +771,10 @@ impl Operator {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
         let line = status.lines().find(|l| l.starts_with(field))?;
         line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    fn rss_mib(&self) -> f64 {
+        self.proc_status("VmRSS:").unwrap_or(0.0) / 1024.0
     }
 
     fn peak_rss_mib(&self) -> f64 {

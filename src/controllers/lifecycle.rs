@@ -35,6 +35,7 @@ pub trait Managed:
     type Status: Default + Clone + Serialize + Send;
     const FINALIZER: &'static str;
     fn status(&self) -> Option<&Self::Status>;
+    fn status_mut(&mut self) -> Option<&mut Self::Status>;
     fn conditions(status: &mut Self::Status) -> &mut Vec<Condition>;
     fn set_observed_generation(status: &mut Self::Status, generation: Option<i64>);
 }
@@ -73,6 +74,16 @@ impl Marks {
         if let Ok(mut marks) = self.0.lock() {
             marks.remove(uid);
         }
+    }
+}
+
+/// What a controller's store keeps of an object: not its managedFields and status conditions, which the
+/// operator never reads from the store (a full pass reads the object fresh) and which are most of an object
+/// written by several managers: at thousands of objects, most of the operator's memory.
+pub fn trim<K: Managed>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    if let Some(status) = obj.status_mut() {
+        K::conditions(status).clear();
     }
 }
 
@@ -226,6 +237,9 @@ macro_rules! managed {
             const FINALIZER: &'static str = $finalizer;
             fn status(&self) -> Option<&Self::Status> {
                 self.status.as_ref()
+            }
+            fn status_mut(&mut self) -> Option<&mut Self::Status> {
+                self.status.as_mut()
             }
             fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
                 &mut status.conditions

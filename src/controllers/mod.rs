@@ -20,7 +20,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{PartialObjectMeta, Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -342,21 +342,13 @@ pub async fn run_elected(
     }
 }
 
-/// A controller whose store keeps its objects without managedFields: the operator never reads them, and they
-/// are the largest part of an object that several managers write, so at thousands of objects most of the memory.
-fn trimmed_controller<K>(api: Api<K>) -> Controller<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+/// A controller whose store keeps its objects trimmed ([`lifecycle::trim`]).
+fn trimmed_controller<K: lifecycle::Managed>(api: Api<K>) -> Controller<K> {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default().any_semantic())
-        .modify(|obj| obj.managed_fields_mut().clear())
+    // Paged initial lists (not served whole from the watch cache): a restart with thousands of objects never
+    // holds them all as one response.
+    let stream = watcher(api, watcher::Config::default().page_size(100))
+        .modify(lifecycle::trim)
         .reflect(writer)
         .applied_objects();
     Controller::for_stream(stream, reader)
@@ -430,15 +422,23 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
     let policy_controller = policy_controller
         .owns(config_maps, managed.clone())
         // A principal getting its id (or changing) re-checks the policies that point at it.
-        .watches(principals.clone(), watcher::Config::default(), move |sp: ServicePrincipal| {
-            let (name, namespace) = (sp.name_any(), sp.namespace());
-            policy_store
-                .state()
-                .into_iter()
-                .filter(move |p| p.spec.service_principal_ref.name == name && p.namespace() == namespace)
-                .map(|p| forget(&marks, p.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        // Only names matter here: a metadata watch, not a second copy of every principal in flight.
+        .watches_stream(
+            watcher(
+                scoped::<PartialObjectMeta<ServicePrincipal>>(&client, namespace),
+                watcher::Config::default().page_size(100),
+            )
+            .touched_objects(),
+            move |sp: PartialObjectMeta<ServicePrincipal>| {
+                let (name, namespace) = (sp.name_any(), sp.namespace());
+                policy_store
+                    .state()
+                    .into_iter()
+                    .filter(move |p| p.spec.service_principal_ref.name == name && p.namespace() == namespace)
+                    .map(|p| forget(&marks, p.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .with_config(controller_config(&ctx))
         .shutdown_on_signal()
         .graceful_shutdown_on(stop.clone().wait())
