@@ -115,7 +115,10 @@ where
     finalizer(&api, K::FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => converge(obj, &ctx, apply, intact).await,
-            Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
+            Finalizer::Cleanup(obj) => {
+                ctx.marks.forget(&obj.uid().unwrap_or_default());
+                cleanup(obj, &ctx).await
+            }
         }
     })
     .await
@@ -138,12 +141,15 @@ where
     // The watch cache can lag behind our own last status write; acting on a stale status (an id not yet
     // recorded) could repeat a create or delete what the previous pass made. Read the object fresh.
     let name = obj.name_any();
+    let cached_version = obj.resource_version();
     let Some(obj) =
         api.get_opt(&name).await.map_err(|e| Error::kube(format!("reading {} {name}", K::kind(&())), e))?
     else {
         return Ok(Action::await_change());
     };
-    if let Some(remaining) = quick_pass(&obj, ctx, &uid, &intact).await {
+    if obj.resource_version() != cached_version
+        && let Some(remaining) = quick_pass(&obj, ctx, &uid, &intact).await
+    {
         return Ok(Action::requeue(remaining));
     }
     ctx.marks.forget(&uid);
