@@ -436,7 +436,7 @@ impl Bench {
         let stats = emulator.stats().await;
         operator.stop().await;
         emulator.shutdown().await;
-        let needed = (principals * calls_per_principal()) as u64;
+        let needed = (principals * CALLS_PER_PRINCIPAL) as u64;
         let floor = needed as f64 / rate;
         self.log(&format!(
             "{principals} Ready in {seconds:.1}s (floor {floor:.1}s), {} throttled",
@@ -456,10 +456,8 @@ impl Bench {
     }
 }
 
-/// search, create, assign, mint, verify.
-fn calls_per_principal() -> usize {
-    5
-}
+/// What a new principal needs: search by tag, create, assign, mint, verify.
+const CALLS_PER_PRINCIPAL: usize = 5;
 
 /// Databricks requests per new principal, counting only principal operations (the mixed run has others).
 fn calls_per_new_principal(stats: &Stats, scenario: Scenario) -> f64 {

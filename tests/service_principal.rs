@@ -4,7 +4,9 @@ mod support;
 
 use std::time::Duration;
 
-use databricks_oauth_operator::{crd::DatabricksAccount, metrics::ControllerLabels};
+use databricks_oauth_operator::{
+    control_plane::ControlPlane, crd::DatabricksAccount, metrics::ControllerLabels,
+};
 use kube::{Api, ResourceExt, api::ListParams};
 use serde_json::json;
 use support::{
@@ -92,17 +94,7 @@ async fn a_principal_becomes_ready_and_its_secret_works_with_the_python_sdk() {
     );
 
     // The account reports who the operator is.
-    let accounts: Api<DatabricksAccount> = Api::all(env.client.clone());
-    let account = wait_for(READY, || {
-        let accounts = accounts.clone();
-        let name = operator.account.clone();
-        async move {
-            let a = accounts.get(&name).await.ok()?;
-            a.status.clone()?.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "True")
-        }
-    })
-    .await
-    .expect("account Ready");
+    let account = operator.wait_account(&env, "True").await;
     assert!(account.message.contains(support::operator::ADMIN_ID), "{}", account.message);
 
     // No secret value anywhere in status or events.
@@ -670,12 +662,7 @@ async fn adoption_remote_deletion_and_account_errors() {
         )
         .await
         .expect("touch");
-    let condition = wait_for(READY, || async {
-        let account = accounts.get(&operator.account).await.ok()?;
-        account.status?.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "False")
-    })
-    .await
-    .expect("account not ready");
+    let condition = operator.wait_account(&env, "False").await;
     assert_eq!(condition.reason, "AuthenticationFailed");
     assert!(condition.message.contains("Check the client id and secret"), "{}", condition.message);
     assert!(!condition.message.contains("wrong"), "no secret in the message");
@@ -692,18 +679,13 @@ async fn adoption_remote_deletion_and_account_errors() {
 /// costs none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_principal_costs_five_calls_and_unrelated_events_none() {
-    let env = TestEnv::new().await;
+    // A control plane of its own: DatabricksAccounts are cluster-wide, so the operators of concurrent tests on
+    // the shared plane would verify this test's account too, and every call to its emulator is counted here.
+    let plane = ControlPlane::start().await.expect("a control plane of its own");
+    plane.install_crds().await.expect("crds");
+    let env = TestEnv::on(&plane).await;
     let operator = env.operator(OperatorOptions::default()).await;
-    let accounts: Api<DatabricksAccount> = Api::all(env.client.clone());
-    wait_for(READY, || {
-        let (accounts, name) = (accounts.clone(), operator.account.clone());
-        async move {
-            let status = accounts.get(&name).await.ok()?.status?;
-            status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
-        }
-    })
-    .await
-    .expect("account Ready");
+    operator.wait_account(&env, "True").await;
     operator.emulator.reset_stats().await;
     env.create_principal(
         &operator,

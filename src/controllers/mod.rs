@@ -25,7 +25,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
-        reflector::{self, ObjectRef},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -358,10 +358,19 @@ fn controller_config(ctx: &Context) -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency)
 }
 
-/// A reconcile request for `obj` because something it depends on changed: its next pass is a full one.
-fn forget<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K) -> ObjectRef<K> {
-    ctx.marks.forget(&obj.uid().unwrap_or_default());
-    ObjectRef::from_obj(obj)
+/// Reconcile requests for the objects in `store` that `depends` on something that changed: their next pass is a
+/// full one.
+fn dependents<K>(ctx: &Context, store: &Store<K>, depends: impl Fn(&K) -> bool) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let objects = store.state().into_iter().filter(|obj| depends(obj));
+    objects
+        .map(|obj| {
+            ctx.marks.forget(&obj.uid().unwrap_or_default());
+            ObjectRef::from_obj(obj.as_ref())
+        })
+        .collect()
 }
 
 /// Runs every controller until shutdown (SIGTERM / Ctrl-C).
@@ -398,12 +407,7 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
         // An account change (credentials fixed, namespace allowed) re-checks every principal that uses it.
         .watches(accounts.clone(), watcher::Config::default(), move |account: DatabricksAccount| {
             let name = account.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(move |sp| sp.spec.account_ref.name == name)
-                .map(|sp| forget(&marks, sp.as_ref()))
-                .collect::<Vec<_>>()
+            dependents(&marks, &store, |sp| sp.spec.account_ref.name == name)
         })
         .with_config(controller_config(&ctx))
         .shutdown_on_signal()
@@ -431,12 +435,9 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
             .touched_objects(),
             move |sp: PartialObjectMeta<ServicePrincipal>| {
                 let (name, namespace) = (sp.name_any(), sp.namespace());
-                policy_store
-                    .state()
-                    .into_iter()
-                    .filter(move |p| p.spec.service_principal_ref.name == name && p.namespace() == namespace)
-                    .map(|p| forget(&marks, p.as_ref()))
-                    .collect::<Vec<_>>()
+                dependents(&marks, &policy_store, |p| {
+                    p.spec.service_principal_ref.name == name && p.namespace() == namespace
+                })
             },
         )
         .with_config(controller_config(&ctx))
@@ -453,12 +454,7 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
         .owns(secrets, managed)
         .watches(accounts.clone(), watcher::Config::default(), move |account: DatabricksAccount| {
             let name = account.name_any();
-            app_store
-                .state()
-                .into_iter()
-                .filter(move |app| app.spec.account_ref.name == name)
-                .map(|app| forget(&marks, app.as_ref()))
-                .collect::<Vec<_>>()
+            dependents(&marks, &app_store, |app| app.spec.account_ref.name == name)
         })
         .with_config(controller_config(&ctx))
         .shutdown_on_signal()

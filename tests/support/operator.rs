@@ -207,6 +207,24 @@ impl Operator {
         self.task.abort();
     }
 
+    /// Waits until the account's Ready condition has `status` (and returns the condition).
+    pub async fn wait_account(
+        &self,
+        env: &TestEnv,
+        status: &str,
+    ) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        let accounts: Api<DatabricksAccount> = Api::all(env.client.clone());
+        wait_for(Duration::from_secs(60), || {
+            let accounts = accounts.clone();
+            async move {
+                let account = accounts.get(&self.account).await.ok()?;
+                account.status?.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == status)
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("account {}: Ready did not become {status}", self.account))
+    }
+
     /// Principals in the emulator tagged with this object's UID.
     pub async fn tagged(&self, sp: &ServicePrincipal) -> usize {
         let uid = sp.uid().unwrap_or_default();
