@@ -211,6 +211,7 @@ impl AccountClient {
     }
 
     pub async fn get_service_principal(&self, id: &str) -> Result<ServicePrincipal, Error> {
+        let id = segment("service principal id", id)?;
         self.call::<ServicePrincipal, ()>(
             "scim.sp.get",
             Method::GET,
@@ -279,6 +280,7 @@ impl AccountClient {
         id: &str,
         operations: &[PatchOperation],
     ) -> Result<(), Error> {
+        let id = segment("service principal id", id)?;
         let body =
             json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations});
         // Replace operations are idempotent, so a lost answer may be retried.
@@ -295,6 +297,7 @@ impl AccountClient {
 
     /// Deletes a principal; `Ok(false)` when it was already gone.
     pub async fn delete_service_principal(&self, id: &str) -> Result<bool, Error> {
+        let id = segment("service principal id", id)?;
         gone_is_ok(
             self.call_empty::<()>(
                 "scim.sp.delete",
@@ -316,18 +319,22 @@ impl AccountClient {
         service_principal_id: &str,
         lifetime: Duration,
     ) -> Result<CreatedSecret, Error> {
+        let service_principal_id = segment("service principal id", service_principal_id)?;
         let body = json!({"lifetime": format!("{}s", lifetime.as_secs().max(1))});
         let path = format!("servicePrincipals/{service_principal_id}/credentials/secrets");
         self.call("secrets.create", Method::POST, &path, &[], Some(&body), false).await
     }
 
     pub async fn list_secrets(&self, service_principal_id: &str) -> Result<Vec<SecretInfo>, Error> {
+        let service_principal_id = segment("service principal id", service_principal_id)?;
         let path = format!("servicePrincipals/{service_principal_id}/credentials/secrets");
         self.paginate("secrets.list", &path, |page: SecretPage| (page.secrets, page.next_page_token)).await
     }
 
     /// Deletes a secret; `Ok(false)` when it was already gone.
     pub async fn delete_secret(&self, service_principal_id: &str, secret_id: &str) -> Result<bool, Error> {
+        let service_principal_id = segment("service principal id", service_principal_id)?;
+        let secret_id = segment("secret id", secret_id)?;
         let path = format!("servicePrincipals/{service_principal_id}/credentials/secrets/{secret_id}");
         gone_is_ok(self.call_empty::<()>("secrets.delete", Method::DELETE, &path, &[], None, true).await)
     }
@@ -340,6 +347,7 @@ impl AccountClient {
         policy_id: Option<&str>,
         policy: &FederationPolicy,
     ) -> Result<FederationPolicy, Error> {
+        let service_principal_id = segment("service principal id", service_principal_id)?;
         let path = format!("servicePrincipals/{service_principal_id}/federationPolicies");
         let query: Vec<(&str, String)> =
             policy_id.map(|id| ("policy_id", id.to_owned())).into_iter().collect();
@@ -351,6 +359,8 @@ impl AccountClient {
         service_principal_id: &str,
         policy_id: &str,
     ) -> Result<FederationPolicy, Error> {
+        let service_principal_id = segment("service principal id", service_principal_id)?;
+        let policy_id = segment("federation policy id", policy_id)?;
         let path = format!("servicePrincipals/{service_principal_id}/federationPolicies/{policy_id}");
         self.call::<_, ()>("sp_policies.get", Method::GET, &path, &[], None, true).await
     }
@@ -359,6 +369,7 @@ impl AccountClient {
         &self,
         service_principal_id: &str,
     ) -> Result<Vec<FederationPolicy>, Error> {
+        let service_principal_id = segment("service principal id", service_principal_id)?;
         let path = format!("servicePrincipals/{service_principal_id}/federationPolicies");
         self.paginate("sp_policies.list", &path, |page: PolicyPage| (page.policies, page.next_page_token))
             .await
@@ -372,6 +383,8 @@ impl AccountClient {
         update_mask: &str,
         policy: &FederationPolicy,
     ) -> Result<FederationPolicy, Error> {
+        let service_principal_id = segment("service principal id", service_principal_id)?;
+        let policy_id = segment("federation policy id", policy_id)?;
         let path = format!("servicePrincipals/{service_principal_id}/federationPolicies/{policy_id}");
         let query = [("update_mask", update_mask.to_owned())];
         self.call("sp_policies.update", Method::PATCH, &path, &query, Some(policy), true).await
@@ -383,6 +396,8 @@ impl AccountClient {
         service_principal_id: &str,
         policy_id: &str,
     ) -> Result<bool, Error> {
+        let service_principal_id = segment("service principal id", service_principal_id)?;
+        let policy_id = segment("federation policy id", policy_id)?;
         let path = format!("servicePrincipals/{service_principal_id}/federationPolicies/{policy_id}");
         gone_is_ok(self.call_empty::<()>("sp_policies.delete", Method::DELETE, &path, &[], None, true).await)
     }
@@ -396,6 +411,7 @@ impl AccountClient {
         principal_id: &str,
         permissions: &[&str],
     ) -> Result<PermissionAssignment, Error> {
+        let principal_id = segment("service principal id", principal_id)?;
         let path = format!("workspaces/{workspace_id}/permissionassignments/principals/{principal_id}");
         self.call(
             "assignments.put",
@@ -414,6 +430,7 @@ impl AccountClient {
         workspace_id: i64,
         principal_id: &str,
     ) -> Result<bool, Error> {
+        let principal_id = segment("service principal id", principal_id)?;
         let path = format!("workspaces/{workspace_id}/permissionassignments/principals/{principal_id}");
         gone_is_ok(self.call_empty::<()>("assignments.delete", Method::DELETE, &path, &[], None, true).await)
     }
@@ -435,6 +452,7 @@ impl AccountClient {
     }
 
     pub async fn get_custom_app(&self, integration_id: &str) -> Result<CustomApp, Error> {
+        let integration_id = segment("integration id", integration_id)?;
         let path = format!("oauth2/custom-app-integrations/{integration_id}");
         self.call::<_, ()>("apps.get", Method::GET, &path, &[], None, true).await
     }
@@ -449,12 +467,14 @@ impl AccountClient {
         integration_id: &str,
         update: &CustomAppUpdate,
     ) -> Result<(), Error> {
+        let integration_id = segment("integration id", integration_id)?;
         let path = format!("oauth2/custom-app-integrations/{integration_id}");
         self.call_empty("apps.update", Method::PATCH, &path, &[], Some(update), true).await
     }
 
     /// Deletes an integration (its tokens stop working); `Ok(false)` when it was already gone.
     pub async fn delete_custom_app(&self, integration_id: &str) -> Result<bool, Error> {
+        let integration_id = segment("integration id", integration_id)?;
         let path = format!("oauth2/custom-app-integrations/{integration_id}");
         gone_is_ok(self.call_empty::<()>("apps.delete", Method::DELETE, &path, &[], None, true).await)
     }
@@ -697,9 +717,33 @@ fn html_message(html: &str) -> Option<String> {
     None
 }
 
+/// `value` when it is safe as one URL path segment: ids come from status fields anyone with `/status` access can
+/// write, so an id must never be able to reach another path (`..`, `/`, `?`, `%`, ...).
+fn segment<'a>(what: &'static str, value: &'a str) -> Result<&'a str, Error> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if (1..=128).contains(&value.len()) && value.chars().all(plain) && value != "." && value != ".." {
+        Ok(value)
+    } else {
+        Err(Error::InvalidId { what, value: value.chars().take(64).collect() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_from_status_cannot_reach_another_path() {
+        for good in ["1234567890", "a1b2-c3", "k8s-team-a-reporting", "0d3c8a0e-6f1b-4c2a-9a57-3f2b1e4d5c6a"]
+        {
+            assert_eq!(segment("id", good).ok(), Some(good));
+        }
+        for bad in
+            ["", ".", "..", "1/../../2", "1?attributes=x", "1%2F2", "1 2", "1/credentials", &"9".repeat(129)]
+        {
+            assert!(matches!(segment("id", bad), Err(Error::InvalidId { .. })), "{bad:?} accepted");
+        }
+    }
 
     fn error(status: u16, body: &str) -> Error {
         api_error("test", StatusCode::from_u16(status).expect("status"), body.as_bytes(), None)

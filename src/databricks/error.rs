@@ -24,6 +24,9 @@ pub enum Error {
     /// The client was configured wrongly (for example plain http to a remote host).
     #[error("invalid Databricks client configuration: {0}")]
     Config(String),
+    /// An id that is not a plain path segment; no request was sent.
+    #[error("{what} {value:?} is not a valid Databricks id; no request was sent")]
+    InvalidId { what: &'static str, value: String },
 }
 
 impl Error {
@@ -58,7 +61,7 @@ impl Error {
                 matches!(status, 429 | 500 | 502 | 503 | 504)
             }
             Self::Transport { .. } => true,
-            Self::Decode { .. } | Self::TokenFile { .. } | Self::Config(_) => false,
+            Self::Decode { .. } | Self::TokenFile { .. } | Self::Config(_) | Self::InvalidId { .. } => false,
         }
     }
 

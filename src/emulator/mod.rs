@@ -133,6 +133,9 @@ pub struct Stats {
     pub writes: u64,
     pub throttled: u64,
     pub operations: BTreeMap<String, OperationStats>,
+    /// `METHOD path` of every write, oldest first (the first 100,000): which remote objects were written.
+    #[serde(default)]
+    pub write_paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -147,6 +150,11 @@ impl Stats {
     /// Requests of one operation (0 when none).
     pub fn count(&self, operation: &str) -> u64 {
         self.operations.get(operation).map_or(0, |o| o.count)
+    }
+
+    /// Writes whose path names `id` as one of its segments (a principal, secret, policy or integration id).
+    pub fn writes_to(&self, id: &str) -> Vec<&str> {
+        self.write_paths.iter().filter(|p| p.split(['/', ' ']).any(|s| s == id)).map(String::as_str).collect()
     }
 
     /// Answers with `status` across all operations.
@@ -296,6 +304,9 @@ async fn gatekeeper(AxumState(shared): AxumState<Shared>, request: Request, next
         stats.requests += 1;
         if write {
             stats.writes += 1;
+            if stats.write_paths.len() < 100_000 {
+                stats.write_paths.push(format!("{} {}", request.method(), request.uri().path()));
+            }
         } else {
             stats.reads += 1;
         }
