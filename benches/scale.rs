@@ -252,6 +252,9 @@ impl Bench {
             "metadata": {"name": namespace},
             "spec": {"accountId": ACCOUNT_ID, "host": emulator.url(),
                      "auth": {"oauthM2M": {"secretRef": {"namespace": namespace, "name": "account-admin"}}},
+                     "delegations": [{"namespaces": {"names": [namespace]},
+                                      "workspaces": [{"workspaceId": WORKSPACE}],
+                                      "appConnections": true, "trustPolicies": true}],
                      "rateLimit": rate_limit},
         }))?;
         Api::<DatabricksAccount>::all(self.client.clone())
@@ -736,7 +739,15 @@ impl Operator {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(bench_out().join("operator.log"))?;
         let child = tokio::process::Command::new(OPERATOR)
-            .args(["run", "--namespace", namespace, "--log-format", "json"])
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--credentials-namespace",
+                namespace,
+                "--log-format",
+                "json",
+            ])
             .args(["--resync-interval", &format!("{}s", resync.as_secs())])
             .args(["--concurrency", &CONCURRENCY.to_string()])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])

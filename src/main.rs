@@ -63,6 +63,13 @@ struct RunArgs {
     /// Name of the Lease.
     #[arg(long, default_value = "databricks-oauth-operator")]
     lease_name: String,
+    /// The only namespace whose Secrets may hold account credentials (`auth.oauthM2M.secretRef`); default the
+    /// pod's namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = controllers::DEFAULT_NAMESPACE)]
+    credentials_namespace: String,
+    /// The only directory workload identity token files may be read from (`auth.workloadIdentity.tokenPath`).
+    #[arg(long, default_value = controllers::DEFAULT_TOKEN_DIR)]
+    token_dir: std::path::PathBuf,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -115,6 +122,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
         rotation_grace: args.rotation_grace_period,
         namespace: args.namespace,
         concurrency: args.concurrency,
+        credentials_namespace: args.credentials_namespace,
+        token_dir: args.token_dir,
         ..controllers::Config::default()
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting");

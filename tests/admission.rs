@@ -118,6 +118,13 @@ fn assert_json_superset(stored: &Value, written: &Value, context: &str) {
                 assert_json_superset(found, value, &format!("{context}.{key}"));
             }
         }
+        // List items get defaults too (a delegation's workspace permission): compare item by item.
+        (Value::Array(stored), Value::Array(written)) => {
+            assert_eq!(stored.len(), written.len(), "{context}: items were dropped or added");
+            for (i, (found, value)) in stored.iter().zip(written).enumerate() {
+                assert_json_superset(found, value, &format!("{context}[{i}]"));
+            }
+        }
         _ => assert_eq!(stored, written, "{context}"),
     }
 }
@@ -228,7 +235,37 @@ async fn invalid_manifests_are_rejected_with_clear_messages() {
         (
             "empty allowedNamespaces",
             acct(json!({"accountId": ACCOUNT_ID, "auth": m2m(), "allowedNamespaces": {}})),
-            vec!["allowedNamespaces needs names, a selector, or both"],
+            vec!["needs names, a selector, or both"],
+        ),
+        (
+            "singleTenant with delegations",
+            acct(json!({"accountId": ACCOUNT_ID, "auth": m2m(), "singleTenant": true,
+                "delegations": [{"namespaces": {"names": ["a"]}, "appConnections": true}]})),
+            vec!["singleTenant trusts every allowed namespace with everything"],
+        ),
+        (
+            "delegation without namespaces",
+            acct(json!({"accountId": ACCOUNT_ID, "auth": m2m(), "delegations": [{"namespaces": {}}]})),
+            vec!["needs names, a selector, or both"],
+        ),
+        (
+            "adoption grant that is not an application id",
+            acct(json!({"accountId": ACCOUNT_ID, "auth": m2m(),
+                "delegations": [{"namespaces": {"names": ["a"]}, "adopt": [{"applicationId": "admin"}]}]})),
+            vec!["spec.delegations[0].adopt[0].applicationId"],
+        ),
+        (
+            "workspace grant with an unknown permission",
+            acct(json!({"accountId": ACCOUNT_ID, "auth": m2m(),
+                "delegations": [{"namespaces": {"names": ["a"]}, "workspaces": [{"workspaceId": 1, "permission": "OWNER"}]}]})),
+            vec!["spec.delegations[0].workspaces[0].permission", "Unsupported value: \"OWNER\""],
+        ),
+        (
+            "token path escaping its directory",
+            acct(
+                json!({"accountId": ACCOUNT_ID, "auth": {"workloadIdentity": {"tokenPath": "/var/run/secrets/databricks/../kubernetes.io/serviceaccount/token"}}}),
+            ),
+            vec!["tokenPath must be an absolute path without '..'"],
         ),
         (
             "unknown cloud",
@@ -646,6 +683,15 @@ async fn kubectl_explains_and_lists_the_kinds() {
     assert!(lifetime.contains("17520h"), "{lifetime}");
     let auth = kubectl(&["explain", "databricksaccounts.spec.auth"]);
     assert!(auth.contains("oauthM2M") && auth.contains("workloadIdentity"), "{auth}");
+    let delegations = kubectl(&["explain", "databricksaccounts.spec.delegations"]);
+    for field in ["namespaces", "workspaces", "appConnections", "trustPolicies", "adopt"] {
+        assert!(
+            delegations.contains(field),
+            "`kubectl explain databricksaccounts.spec.delegations` lacks {field}"
+        );
+    }
+    let grant = kubectl(&["explain", "databricksaccounts.spec.delegations.workspaces.permission"]);
+    assert!(grant.contains("USER") && grant.contains("ADMIN"), "{grant}");
 
     env.create(namespaced("ServicePrincipal", "listed", json!({}))).await.expect("sp");
     let listed = kubectl(&["get", "dbxsp", "-n", &env.namespace]);

@@ -17,10 +17,14 @@ fn helm() -> String {
     String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_owned()
 }
 
-fn rules(objects: &[kube::api::DynamicObject], kind: &str) -> Value {
-    let found: Vec<&kube::api::DynamicObject> =
-        objects.iter().filter(|o| o.types.as_ref().is_some_and(|t| t.kind == kind)).collect();
-    assert_eq!(found.len(), 1, "one {kind}");
+/// The rules of the one `kind` whose name ends with `suffix` (the chart prefixes names with the release).
+fn rules(objects: &[kube::api::DynamicObject], kind: &str, suffix: &str) -> Value {
+    let found: Vec<&kube::api::DynamicObject> = objects
+        .iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == kind))
+        .filter(|o| o.metadata.name.as_deref().is_some_and(|n| n.ends_with(suffix)))
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind} named *{suffix}");
     found[0].data["rules"].clone()
 }
 
@@ -56,11 +60,51 @@ async fn the_chart_renders_lints_applies_and_matches_the_kustomize_rbac() {
     }
     let base = manifests::kustomize("deploy/base");
     assert_eq!(
-        rules(&objects, "ClusterRole"),
-        rules(&base, "ClusterRole"),
-        "chart and kustomize grant the same"
+        rules(&objects, "ClusterRole", "operator"),
+        rules(&base, "ClusterRole", "operator"),
+        "chart and kustomize grant the operator the same"
     );
-    assert_eq!(rules(&objects, "Role"), rules(&base, "Role"));
+    for tenant_role in ["-edit", "-view"] {
+        assert_eq!(
+            rules(&objects, "ClusterRole", tenant_role),
+            rules(&base, "ClusterRole", tenant_role),
+            "chart and kustomize grant tenants the same ({tenant_role})"
+        );
+        let labels = objects
+            .iter()
+            .find(|o| o.metadata.name.as_deref().is_some_and(|n| n.ends_with(tenant_role)))
+            .and_then(|o| o.metadata.labels.clone())
+            .unwrap_or_default();
+        let aggregate = format!("rbac.authorization.k8s.io/aggregate-to{tenant_role}");
+        assert_eq!(labels.get(&aggregate).map(String::as_str), Some("true"), "{tenant_role} aggregates");
+    }
+    assert_eq!(rules(&objects, "Role", "leader-election"), rules(&base, "Role", "leader-election"));
+
+    // watchNamespace renders the namespaced install, as deploy/overlays/namespaced does.
+    let namespaced = Command::new(&helm)
+        .args(["template", "databricks-oauth-operator", chart, "--namespace", "databricks-oauth-operator"])
+        .args(["--set", "watchNamespace=apps"])
+        .output()
+        .expect("helm template");
+    assert!(namespaced.status.success(), "helm template: {}", String::from_utf8_lossy(&namespaced.stderr));
+    let namespaced = manifests::parse(&namespaced.stdout);
+    let overlay = manifests::kustomize("deploy/overlays/namespaced");
+    assert!(
+        !namespaced.iter().any(|o| o.types.as_ref().is_some_and(|t| t.kind == "ClusterRole")
+            && o.metadata.name.as_deref() == Some("databricks-oauth-operator")),
+        "no cluster-wide operator role"
+    );
+    for (kind, suffix) in [("ClusterRole", "-cluster"), ("Role", "operator"), ("Role", "-credentials")] {
+        assert_eq!(rules(&namespaced, kind, suffix), rules(&overlay, kind, suffix), "{kind} *{suffix}");
+    }
+    let role_namespace = namespaced
+        .iter()
+        .find(|o| {
+            o.types.as_ref().is_some_and(|t| t.kind == "Role")
+                && o.metadata.name.as_deref() == Some("databricks-oauth-operator")
+        })
+        .and_then(|o| o.metadata.namespace.clone());
+    assert_eq!(role_namespace.as_deref(), Some("apps"));
     let deployment = objects
         .iter()
         .find(|o| o.types.as_ref().is_some_and(|t| t.kind == "Deployment"))

@@ -32,8 +32,11 @@ async fn only_the_leader_writes_and_the_other_takes_over_when_it_stops() {
         lease_duration: 6,
         grace: 2,
     };
-    let config =
-        controllers::Config { namespace: Some(env.namespace.clone()), ..controllers::Config::default() };
+    let config = controllers::Config {
+        namespace: Some(env.namespace.clone()),
+        credentials_namespace: harness.credentials.0.clone(),
+        ..controllers::Config::default()
+    };
     let start = |identity: &str| {
         let metrics = Arc::new(Metrics::default());
         let ctx = Arc::new(Context::new(

@@ -59,6 +59,8 @@ async fn the_binary_serves_health_and_metrics_reconciles_and_stops_on_sigterm() 
             "--leader-elect",
             "--lease-namespace",
             &env.namespace,
+            "--credentials-namespace",
+            &helper.credentials.0,
         ])
         .env("KUBECONFIG", &kubeconfig)
         .stdout(Stdio::piped())

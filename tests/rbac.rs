@@ -1,12 +1,13 @@
 //! `deploy/` renders, is accepted by the real apiserver, and grants exactly enough: every controller runs a full
-//! scenario as the operator's ServiceAccount (not as an admin).
+//! scenario as the operator's ServiceAccount (not as an admin), and the apiserver's audit log shows a request for
+//! every verb granted.
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use databricks_oauth_operator::{
-    control_plane::client_from,
+    control_plane::{ControlPlane, client_from},
     controllers::{self, Context, FailPoints},
     crd::{DatabricksAppConnection, TrustPolicy},
     metrics::Metrics,
@@ -15,28 +16,16 @@ use k8s_openapi::api::{
     authentication::v1::{TokenRequest, TokenRequestSpec},
     core::v1::ServiceAccount,
 };
-use kube::{Api, api::PostParams};
-use serde_json::json;
+use kube::{Api, ResourceExt, api::PostParams};
+use serde_json::{Value, json};
 use support::{TestEnv, operator::OperatorOptions, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_deployed_identity_is_exactly_sufficient() {
-    let env = TestEnv::new().await;
-    let base = support::manifests::kustomize("deploy/base");
-    let dev = support::manifests::kustomize("deploy/overlays/dev");
-    assert!(dev.iter().any(|o| o.types.as_ref().is_some_and(|t| t.kind == "Deployment")));
-    support::manifests::apply_all(&env.client, &base).await;
-    support::manifests::apply_all(&env.client, &dev).await;
-
-    // The operator's identity: a token of its ServiceAccount, as in the pod.
+/// A client acting as the deployed operator: a token of its ServiceAccount, as in the pod.
+async fn operator_client(env: &TestEnv, plane: &ControlPlane) -> kube::Client {
     let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            audiences: None,
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        }),
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..TokenRequestSpec::default() }),
         ..TokenRequest::default()
     };
     let accounts: Api<ServiceAccount> = Api::namespaced(env.client.clone(), "databricks-oauth-operator");
@@ -47,18 +36,32 @@ async fn the_deployed_identity_is_exactly_sufficient() {
         .status
         .and_then(|s| s.token)
         .expect("token");
-    let kubeconfig = support::control_plane().await.token_kubeconfig(&token);
-    let as_operator = client_from(kubeconfig).await.expect("client");
+    client_from(plane.token_kubeconfig(&token)).await.expect("client")
+}
 
-    // The emulator and account come from the harness; its own in-process operator is stopped at once.
-    let harness = env.operator(OperatorOptions::default()).await;
+/// Every controller's full scenario in `env`'s namespace, run by an elected operator acting as `as_operator`:
+/// a principal with a secret and an assignment, a confidential app, a verified trust policy, dropping the
+/// credentials (the Secret is deleted), deleting the principal (finalizers), releasing the Lease.
+async fn scenario(env: &TestEnv, as_operator: kube::Client, watch: Option<String>, credentials: &str) {
+    // The emulator and account come from the harness; its own in-process operator is stopped at once. The
+    // account selects namespaces by label, so reading a Namespace is part of the scenario.
+    let selector = json!({"selector": {"matchLabels": {"kubernetes.io/metadata.name": env.namespace}}});
+    let harness = env
+        .operator(OperatorOptions {
+            allowed_namespaces: Some(selector),
+            credentials_namespace: Some(credentials.to_owned()),
+            ..OperatorOptions::default()
+        })
+        .await;
     harness.stop();
-    let ctx = Arc::new(Context::new(
-        as_operator,
-        controllers::Config::default(),
-        Arc::new(Metrics::default()),
-        FailPoints::default(),
-    ));
+    let config = controllers::Config {
+        namespace: watch,
+        credentials_namespace: credentials.to_owned(),
+        token_dir: support::operator::token_dir(),
+        ..controllers::Config::default()
+    };
+    let ctx =
+        Arc::new(Context::new(as_operator, config, Arc::new(Metrics::default()), FailPoints::default()));
     // As deployed: leader election through a Lease in the operator's namespace.
     let election = controllers::LeaderElection {
         lease_name: "databricks-oauth-operator".into(),
@@ -104,7 +107,20 @@ async fn the_deployed_identity_is_exactly_sufficient() {
         p.status?.conditions.iter().any(|c| c.type_ == "Verified" && c.status == "True").then_some(())
     })
     .await
-    .expect("trust policy verified as the operator's ServiceAccount");
+    .unwrap_or_else(|_| {
+        panic!(
+            "policy: {:?}",
+            futures::executor::block_on(policies.get("rbac-trust")).ok().and_then(|a| a.status)
+        )
+    });
+
+    // Dropping the credentials deletes the published Secret.
+    env.patch_principal("rbac-sp", json!({"spec": {"credentials": {"type": "None"}}})).await;
+    wait_for(TIMEOUT, || async {
+        env.secrets().get_opt("rbac-sp-databricks").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .expect("the Secret is deleted as the operator's ServiceAccount");
 
     // Deletion (finalizers) works with the same identity.
     env.delete_principal("rbac-sp").await;
@@ -115,4 +131,137 @@ async fn the_deployed_identity_is_exactly_sufficient() {
         .expect("stops")
         .expect("join")
         .expect("the lease is released with the granted verbs");
+}
+
+/// Every verb `roles` grant appears in the audit log of the operator's identity.
+fn assert_every_verb_used(plane: &ControlPlane, roles: &[&kube::api::DynamicObject]) {
+    let used = audited(&plane.audit_log());
+    let mut unused = Vec::new();
+    for role in roles {
+        let grants = granted(&role.data["rules"]);
+        for (group, resource, verb) in &grants {
+            // Needed by admission, not by a request: setting a blockOwnerDeletion owner reference where the
+            // OwnerReferencesPermissionEnforcement plugin is on (it is off in this apiserver, on in many clusters).
+            let admission_only = resource.ends_with("/finalizers") && verb == "update";
+            // A server-side apply of an object that does not exist yet is audited as `patch` but authorized as
+            // `create` too (the scenario's first Secret and ConfigMap writes need it).
+            let applied = verb == "create"
+                && used.contains(&(group.clone(), resource.clone(), "patch".to_owned()))
+                && grants.contains(&(group.clone(), resource.clone(), "patch".to_owned()));
+            if !admission_only && !applied && !used.contains(&(group.clone(), resource.clone(), verb.clone()))
+            {
+                unused.push(format!("{}: {group}/{resource} {verb}", role.name_any()));
+            }
+        }
+    }
+    assert!(unused.is_empty(), "granted but never used by the operator: {unused:#?}\nused: {used:#?}");
+}
+
+/// The operator's own roles among rendered manifests (not the tenant roles).
+fn operator_roles(objects: &[kube::api::DynamicObject]) -> Vec<&kube::api::DynamicObject> {
+    objects
+        .iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "ClusterRole" || t.kind == "Role"))
+        .filter(|o| !o.name_any().ends_with("-edit") && !o.name_any().ends_with("-view"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployed_identity_is_exactly_sufficient() {
+    // A control plane of its own: its audit log then holds only this scenario's requests.
+    let plane = ControlPlane::start().await.expect("control plane");
+    plane.install_crds().await.expect("crds");
+    let env = TestEnv::on(&plane).await;
+    let base = support::manifests::kustomize("deploy/base");
+    let dev = support::manifests::kustomize("deploy/overlays/dev");
+    assert!(dev.iter().any(|o| o.types.as_ref().is_some_and(|t| t.kind == "Deployment")));
+    support::manifests::apply_all(&env.client, &base).await;
+    support::manifests::apply_all(&env.client, &dev).await;
+    let as_operator = operator_client(&env, &plane).await;
+    scenario(&env, as_operator, None, &env.namespace).await;
+    assert_every_verb_used(&plane, &operator_roles(&base));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_namespaced_install_needs_no_cluster_wide_secrets() {
+    let plane = ControlPlane::start().await.expect("control plane");
+    plane.install_crds().await.expect("crds");
+    let env = TestEnv::named(&plane, "apps").await;
+    let namespaced = support::manifests::kustomize("deploy/overlays/namespaced");
+    let args = namespaced
+        .iter()
+        .find(|o| o.types.as_ref().is_some_and(|t| t.kind == "Deployment"))
+        .map(|d| d.data["spec"]["template"]["spec"]["containers"][0]["args"].to_string())
+        .expect("deployment");
+    assert!(args.contains("--namespace=apps"), "{args}");
+    support::manifests::apply_all(&env.client, &namespaced).await;
+    let as_operator = operator_client(&env, &plane).await;
+    // No Secret, ConfigMap or token outside the watched namespace.
+    for denied in [
+        Api::<k8s_openapi::api::core::v1::Secret>::all(as_operator.clone())
+            .list(&Default::default())
+            .await
+            .err(),
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(as_operator.clone(), "kube-system")
+            .list(&Default::default())
+            .await
+            .err(),
+    ] {
+        assert!(matches!(denied, Some(kube::Error::Api(ref s)) if s.code == 403), "{denied:?}");
+    }
+    scenario(&env, as_operator, Some("apps".to_owned()), "databricks-oauth-operator").await;
+    assert_every_verb_used(&plane, &operator_roles(&namespaced));
+}
+
+/// (apiGroup, resource[/subresource] or a non-resource URL, verb) of every request the apiserver allowed the
+/// operator's ServiceAccount.
+fn audited(log: &std::path::Path) -> BTreeSet<(String, String, String)> {
+    let text = std::fs::read_to_string(log).expect("the control plane writes an audit log");
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|e| {
+            e["user"]["username"]
+                == "system:serviceaccount:databricks-oauth-operator:databricks-oauth-operator"
+        })
+        .filter(|e| e["responseStatus"]["code"].as_u64().is_some_and(|c| c < 400 || c == 404 || c == 409))
+        .map(|e| {
+            let verb = e["verb"].as_str().unwrap_or_default().to_owned();
+            match e["objectRef"].as_object() {
+                Some(object) => {
+                    let group = object.get("apiGroup").and_then(Value::as_str).unwrap_or_default().to_owned();
+                    let mut resource =
+                        object.get("resource").and_then(Value::as_str).unwrap_or_default().to_owned();
+                    if let Some(sub) = object.get("subresource").and_then(Value::as_str) {
+                        resource = format!("{resource}/{sub}");
+                    }
+                    (group, resource, verb)
+                }
+                None => {
+                    let uri = e["requestURI"].as_str().unwrap_or_default();
+                    ("nonResource".to_owned(), uri.split('?').next().unwrap_or_default().to_owned(), verb)
+                }
+            }
+        })
+        .collect()
+}
+
+/// Every (apiGroup, resource, verb) a list of RBAC rules grants.
+fn granted(rules: &Value) -> Vec<(String, String, String)> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+    };
+    let mut out = Vec::new();
+    for rule in rules.as_array().into_iter().flatten() {
+        for verb in strings(&rule["verbs"]) {
+            for url in strings(&rule["nonResourceURLs"]) {
+                out.push(("nonResource".to_owned(), url, verb.clone()));
+            }
+            for group in strings(&rule["apiGroups"]) {
+                for resource in strings(&rule["resources"]) {
+                    out.push((group.clone(), resource, verb.clone()));
+                }
+            }
+        }
+    }
+    out
 }

@@ -551,9 +551,22 @@ async fn fifty_principals_converge_under_faults_without_duplicates_orphans_or_le
         )
         .await;
     }
+    // A confidential app connection alongside: its client secret is as sacred as a principal's.
+    let apps: Api<databricks_oauth_operator::crd::DatabricksAppConnection> =
+        Api::namespaced(env.client.clone(), &env.namespace);
+    let app = serde_json::from_value(json!({"metadata": {"name": "leak-check"}, "spec": {
+        "accountRef": {"name": operator.account}, "redirectUrls": ["https://leak.example.com/cb"],
+        "confidential": true}}))
+    .expect("app");
+    apps.create(&Default::default(), &app).await.expect("app");
     for name in &names {
         env.wait_condition(name, "Ready", "True", Duration::from_secs(240)).await;
     }
+    let app_secret = wait_for(Duration::from_secs(120), || async {
+        env.secret_data("leak-check-oauth-client").await?.get("DATABRICKS_CLIENT_SECRET").cloned()
+    })
+    .await
+    .expect("the app connection's client secret is published");
     let stats = operator.emulator.stats().await;
     eprintln!(
         "50 principals under faults: {} Databricks requests ({} reads, {} writes, {} throttled)",
@@ -593,6 +606,9 @@ async fn fifty_principals_converge_under_faults_without_duplicates_orphans_or_le
     .expect("json");
     let logs = String::from_utf8_lossy(&logs.lock().expect("logs")).into_owned();
     assert!(logs.len() > 1000, "logs were captured ({} bytes)", logs.len());
+    let app_status = serde_json::to_string(&apps.get("leak-check").await.expect("app").status).expect("json");
+    assert!(!app_status.contains(app_secret.as_str()), "the app's client secret is in its status");
+    values.push(app_secret);
     for value in values.iter().chain([&support::operator::ADMIN_SECRET.to_owned()]) {
         assert!(!logs.contains(value.as_str()), "a secret value was logged");
         assert!(!events.contains(value.as_str()), "a secret value is in an event");
@@ -647,10 +663,10 @@ async fn adoption_remote_deletion_and_account_errors() {
 
     // Wrong account credentials: an actionable message on the account and on its principals.
     let wrong: k8s_openapi::api::core::v1::Secret =
-        serde_json::from_value(json!({"metadata": {"name": "databricks-admin"}, "stringData": {"DATABRICKS_CLIENT_SECRET": "wrong"}}))
-            .expect("secret");
-    env.secrets()
-        .patch("databricks-admin", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&wrong))
+        serde_json::from_value(json!({"stringData": {"DATABRICKS_CLIENT_SECRET": "wrong"}})).expect("secret");
+    let (credentials_namespace, credentials) = &operator.credentials;
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.client.clone(), credentials_namespace)
+        .patch(credentials, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&wrong))
         .await
         .expect("break credentials");
     let accounts: Api<DatabricksAccount> = Api::all(env.client.clone());

@@ -119,6 +119,16 @@ pub struct ControlPlane {
     sa_keys: Vec<PathBuf>,
 }
 
+/// Audit the operator's identity only (tests run it as `system:serviceaccount:databricks-oauth-operator:*`).
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    userGroups: [\"system:serviceaccounts:databricks-oauth-operator\"]
+  - level: None
+";
+
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlPlane").field("server", &self.server_url()).field("root", &self.root).finish()
@@ -187,6 +197,12 @@ impl ControlPlane {
         plane.start_apiserver().await?;
         plane.allow_issuer_discovery().await?;
         Ok(plane)
+    }
+
+    /// The audit log (JSON lines): every request made by a ServiceAccount of the namespace
+    /// `databricks-oauth-operator`, at the Metadata level.
+    pub fn audit_log(&self) -> PathBuf {
+        self.root.join("audit.log")
     }
 
     /// The apiserver's URL.
@@ -352,6 +368,13 @@ impl ControlPlane {
         for key in &self.sa_keys {
             args.push(format!("--service-account-key-file={}.pub", key.display()));
         }
+        // Every request of the deployed operator's identity is audited (tests/rbac.rs checks each granted verb
+        // against what the operator really asks for).
+        write(&root.join("audit-policy.yaml"), AUDIT_POLICY)?;
+        args.push(format!("--audit-policy-file={}", root.join("audit-policy.yaml").display()));
+        args.push(format!("--audit-log-path={}", self.audit_log().display()));
+        args.push("--audit-log-format=json".to_owned());
+        args.push("--audit-log-mode=blocking".to_owned());
         let log = root.join(format!("kube-apiserver-{}.log", self.sa_keys.len()));
         let apiserver =
             Supervised::spawn("kube-apiserver", &self.bin.join("kube-apiserver"), &args, &log, None)?;

@@ -2,7 +2,7 @@
 //! and the account's own controller, which proves access and reports who the operator is.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     hash::{Hash, Hasher},
     path::PathBuf,
     sync::Arc,
@@ -11,7 +11,8 @@ use std::{
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
     runtime::{
         controller::Action,
         reflector::{ObjectRef, Store},
@@ -19,14 +20,24 @@ use kube::{
 };
 use tokio::sync::Mutex;
 
-use super::{Context, Error, conditions};
+use super::{
+    Context, Error, conditions,
+    tenancy::{self, Grants},
+};
 use crate::{
-    crd::DatabricksAccount,
+    crd::{DatabricksAccount, DatabricksAccountStatus},
     databricks::{AccountClient, Budget, ClientOptions, Credentials},
 };
 
 /// How long a client is used without re-reading its credentials Secret (a spec change is seen at once).
 const CREDENTIALS_RECHECK: Duration = Duration::from_secs(5);
+
+/// What one namespace gets from an account: its client (and budget), and what the namespace may do with it.
+pub struct Access {
+    pub account: DatabricksAccount,
+    pub client: AccountClient,
+    pub grants: Grants,
+}
 
 /// Clients by account name, rebuilt when the account's spec or credentials change.
 #[derive(Default)]
@@ -75,14 +86,18 @@ impl Registry {
             })
     }
 
-    /// The client of `account`, checking that `namespace` may use it.
-    pub async fn client_for(
-        &self,
-        ctx: &Context,
-        name: &str,
-        namespace: Option<&str>,
-    ) -> Result<(DatabricksAccount, AccountClient), Error> {
-        self.client(ctx, name, namespace, CREDENTIALS_RECHECK).await
+    /// The client of `account` and what `namespace` may do with it; fails when the namespace may not use it.
+    pub async fn client_for(&self, ctx: &Context, name: &str, namespace: &str) -> Result<Access, Error> {
+        let account = self.account(ctx, name).await?;
+        let labels = match tenancy::needs_labels(&account.spec) {
+            true => namespace_labels(ctx, namespace).await?,
+            false => BTreeMap::new(),
+        };
+        // Refused before any credentials are read.
+        check_namespace(&account, namespace, &labels)?;
+        let (account, client) = self.client(ctx, account, CREDENTIALS_RECHECK).await?;
+        let grants = Grants::for_namespace(&account.name_any(), &account.spec, namespace, &labels);
+        Ok(Access { account, client, grants })
     }
 
     /// The client of `account` after reading its credentials again (the account controller, proving access).
@@ -91,20 +106,18 @@ impl Registry {
         ctx: &Context,
         name: &str,
     ) -> Result<(DatabricksAccount, AccountClient), Error> {
-        self.client(ctx, name, None, Duration::ZERO).await
+        let account = self.account(ctx, name).await?;
+        self.client(ctx, account, Duration::ZERO).await
     }
 
     async fn client(
         &self,
         ctx: &Context,
-        name: &str,
-        namespace: Option<&str>,
+        account: DatabricksAccount,
         max_age: Duration,
     ) -> Result<(DatabricksAccount, AccountClient), Error> {
-        let account = self.account(ctx, name).await?;
-        if let Some(namespace) = namespace {
-            check_namespace(ctx, &account, namespace).await?;
-        }
+        let name = account.name_any();
+        let name = name.as_str();
         let spec = serde_json::to_string(&account.spec).unwrap_or_default();
         // Held while the credentials are read, so a slow older read never replaces a newer client.
         let mut clients = self.clients.lock().await;
@@ -152,6 +165,16 @@ async fn credentials(ctx: &Context, account: &DatabricksAccount) -> Result<(Cred
     let spec_fingerprint = serde_json::to_string(&account.spec).unwrap_or_default();
     if let Some(m2m) = &account.spec.auth.oauth_m2m {
         let reference = &m2m.secret_ref;
+        if reference.namespace != ctx.config.credentials_namespace {
+            return Err(Error::Account {
+                reason: "CredentialsNamespaceNotAllowed",
+                message: format!(
+                    "auth.oauthM2M.secretRef names a Secret in namespace {}; the operator reads account credentials \
+                     only from namespace {} (its --credentials-namespace). Move the Secret there",
+                    reference.namespace, ctx.config.credentials_namespace
+                ),
+            });
+        }
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &reference.namespace);
         let secret = secrets
             .get_opt(&reference.name)
@@ -184,6 +207,15 @@ async fn credentials(ctx: &Context, account: &DatabricksAccount) -> Result<(Cred
         return Ok((credentials, format!("{spec_fingerprint}/{version}")));
     }
     match &account.spec.auth.workload_identity {
+        Some(wi) if !token_path_allowed(&wi.token_path, &ctx.config.token_dir) => Err(Error::Account {
+            reason: "TokenPathNotAllowed",
+            message: format!(
+                "auth.workloadIdentity.tokenPath {} is outside {}, the only directory the operator sends tokens \
+                 from (its --token-dir). Mount the projected token there",
+                wi.token_path,
+                ctx.config.token_dir.display()
+            ),
+        }),
         Some(wi) => Ok((
             Credentials::TokenExchange {
                 token_path: PathBuf::from(&wi.token_path),
@@ -198,27 +230,39 @@ async fn credentials(ctx: &Context, account: &DatabricksAccount) -> Result<(Cred
 }
 
 /// `allowedNamespaces`: listed names, or namespaces whose labels match the selector.
-async fn check_namespace(ctx: &Context, account: &DatabricksAccount, namespace: &str) -> Result<(), Error> {
-    let Some(allowed) = &account.spec.allowed_namespaces else { return Ok(()) };
-    if allowed.names.iter().any(|n| n == namespace) {
-        return Ok(());
+fn check_namespace(
+    account: &DatabricksAccount,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), Error> {
+    match &account.spec.allowed_namespaces {
+        Some(allowed) if !tenancy::namespace_in(allowed, namespace, labels) => Err(Error::Account {
+            reason: "NamespaceNotAllowed",
+            message: format!(
+                "DatabricksAccount {} does not allow namespace {namespace} (spec.allowedNamespaces)",
+                account.name_any()
+            ),
+        }),
+        _ => Ok(()),
     }
-    if let Some(selector) = &allowed.selector {
-        let ns = Api::<Namespace>::all(ctx.client.clone())
-            .get(namespace)
-            .await
-            .map_err(|e| Error::kube(format!("reading Namespace {namespace}"), e))?;
-        if selector_matches(selector, ns.labels()) {
-            return Ok(());
-        }
-    }
-    Err(Error::Account {
-        reason: "NamespaceNotAllowed",
-        message: format!(
-            "DatabricksAccount {} does not allow namespace {namespace} (spec.allowedNamespaces)",
-            account.name_any()
-        ),
-    })
+}
+
+async fn namespace_labels(ctx: &Context, namespace: &str) -> Result<BTreeMap<String, String>, Error> {
+    let ns = Api::<Namespace>::all(ctx.client.clone())
+        .get(namespace)
+        .await
+        .map_err(|e| Error::kube(format!("reading Namespace {namespace}"), e))?;
+    Ok(ns.metadata.labels.unwrap_or_default())
+}
+
+/// Whether `path` lies inside `dir`, lexically (no `..`, no relative path).
+fn token_path_allowed(path: &str, dir: &std::path::Path) -> bool {
+    use std::path::Component;
+    let path = std::path::Path::new(path);
+    path.is_absolute()
+        && path.components().all(|c| !matches!(c, Component::ParentDir | Component::CurDir))
+        && path.starts_with(dir)
+        && path != dir
 }
 
 /// Label selector semantics (matchLabels and matchExpressions: In, NotIn, Exists, DoesNotExist).
@@ -263,8 +307,12 @@ pub async fn reconcile(account: Arc<DatabricksAccount>, ctx: Arc<Context>) -> Re
     };
     let action = match &outcome {
         Ok((who, client)) => {
-            let message =
-                format!("Authenticated to account {} at {} as {who}", client.account_id(), client.host());
+            let message = format!(
+                "Authenticated to account {} at {} as {who}; {}",
+                client.account_id(),
+                client.host(),
+                tenancy_summary(&account.spec)
+            );
             conditions::set(
                 &mut status.conditions,
                 conditions::READY,
@@ -292,11 +340,46 @@ pub async fn reconcile(account: Arc<DatabricksAccount>, ctx: Arc<Context>) -> Re
         }
     };
     status.observed_generation = generation;
-    super::patch_status(&Api::all(ctx.client.clone()), account.as_ref(), &status).await?;
+    // Only the fields this controller owns: the ownership records beside them are the ledger's (see ledger.rs).
+    let current = account.status.clone().unwrap_or_default();
+    if (&current.conditions, current.observed_generation) != (&status.conditions, status.observed_generation)
+    {
+        let own = DatabricksAccountStatus {
+            conditions: status.conditions,
+            observed_generation: status.observed_generation,
+            ..DatabricksAccountStatus::default()
+        };
+        let patch = serde_json::json!({"apiVersion": DatabricksAccount::api_version(&()), "kind": "DatabricksAccount", "status": own});
+        Api::<DatabricksAccount>::all(ctx.client.clone())
+            .patch_status(&name, &PatchParams::apply(super::MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(|e| Error::kube(format!("writing the status of DatabricksAccount {name}"), e))?;
+    }
     if let (Ok(_), Some(fingerprint)) = (&outcome, fingerprint) {
         ctx.marks.record(&uid, fingerprint, ctx.config.resync_interval);
     }
     Ok(action)
+}
+
+/// What the account delegates, in one sentence of its Ready message.
+fn tenancy_summary(spec: &crate::crd::DatabricksAccountSpec) -> String {
+    let who = if spec.allowed_namespaces.is_some() { "every allowed namespace" } else { "every namespace" };
+    if spec.single_tenant {
+        format!(
+            "single tenant: {who} may assign any workspace (ADMIN too), adopt principals, and create app \
+             connections and trust policies"
+        )
+    } else if spec.delegations.is_empty() {
+        format!(
+            "no delegations: {who} may create service principals with secrets only (no workspace assignments, \
+             adoption, app connections or trust policies)"
+        )
+    } else {
+        format!(
+            "{} delegation rule(s) decide what namespaces may do beyond service principals with secrets",
+            spec.delegations.len()
+        )
+    }
 }
 
 async fn verify(client: &AccountClient) -> Result<String, Error> {

@@ -1,9 +1,12 @@
 //! DatabricksAppConnection: a custom OAuth app integration for user-to-machine sign-in, its client id (and, for
 //! confidential apps, the secret shown once) published with the OAuth endpoints in an owned Secret.
 //!
-//! Crash safety: integrations carry no tag, so the intent to create is recorded (`creatingSince`) first; an
-//! integration with the same name created after it but never recorded is a leftover of an interrupted create: a
-//! public one is adopted, a confidential one (whose secret was lost with the answer) is deleted and created again.
+//! Ownership: integrations carry no tag in Databricks, so which object owns which integration is recorded in the
+//! account's ledger (`status.appConnections` of the DatabricksAccount, which tenants cannot write); the object's
+//! own status is only a copy and never trusted. Crash safety: the intent to create is recorded there first; an
+//! integration with the same name created after it, owned by no one, is a leftover of this object's interrupted
+//! create: a public one is kept, a confidential one (whose secret was lost with the answer) is deleted and
+//! created again. While another object of the same name is creating too, the leftover is not touched.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -17,12 +20,15 @@ use kube::{
     runtime::{controller::Action, events::EventType},
 };
 
-use super::lifecycle;
 use super::{
-    ANNOTATION_DELETION_POLICY, ANNOTATION_ROTATE, Context, Error, conditions, patch_status, secrets,
+    ANNOTATION_DELETION_POLICY, ANNOTATION_ROTATE, Context, Error, accounts::Access, conditions, ledger,
+    lifecycle, secrets, tenancy::DelegatedKind,
 };
 use crate::{
-    crd::{AppDeletionPolicy, DatabricksAppConnection, DatabricksAppConnectionStatus},
+    crd::{
+        AppConnectionRecord, AppDeletionPolicy, DatabricksAccountStatus, DatabricksAppConnection,
+        DatabricksAppConnectionStatus,
+    },
     databricks::{
         AccountClient,
         types::{CreatedCustomApp, CustomApp, CustomAppUpdate, NewCustomApp, TokenAccessPolicy},
@@ -30,6 +36,11 @@ use crate::{
 };
 
 const CLIENT_SECRET: &str = "DATABRICKS_CLIENT_SECRET";
+/// How long after the recorded intent an interrupted create can have taken effect (the client's request timeout
+/// and retries are well within it).
+const CREATE_WINDOW: SignedDuration = SignedDuration::from_secs(180);
+/// App connections one namespace may record on an account (the records live in the account's status).
+const MAX_APPS_PER_NAMESPACE: usize = 100;
 
 pub async fn reconcile(app: Arc<DatabricksAppConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let apply =
@@ -87,28 +98,36 @@ async fn converge(
     status: &mut DatabricksAppConnectionStatus,
 ) -> Result<(), Error> {
     let generation = app.metadata.generation;
-    let (account, client) =
-        ctx.accounts.client_for(ctx, &app.spec.account_ref.name, app.namespace().as_deref()).await?;
+    let namespace = app.namespace().unwrap_or_default();
+    let access = ctx.accounts.client_for(ctx, &app.spec.account_ref.name, &namespace).await?;
+    access.grants.check_kind(DelegatedKind::AppConnection)?;
+    let Access { account, client, .. } = &access;
+    let (account, client) = (account, client.clone());
+    let uid = app.uid().unwrap_or_default();
+    let account_name = account.name_any();
+    let records = ledger::read(ctx, &account_name).await?;
+    let recorded = records.app_connections.get(&uid).and_then(|r| r.integration_id.clone());
+    if status.integration_id.is_some() && status.integration_id != recorded {
+        // Status was edited (only the operator writes it from the ledger): touch nothing it names.
+        let message = format!(
+            "status.integrationId {:?} is not the integration this object owns; it was not touched. The operator \
+             restores the status from its own record",
+            status.integration_id.as_deref().unwrap_or_default()
+        );
+        ctx.event(app, EventType::Warning, "IdentityMismatch", "Verify", &message).await;
+        status.integration_id = None;
+        status.client_id = None;
+        return Err(Error::Waiting { reason: "IdentityMismatch", message });
+    }
     let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
     let name = secret_name(app);
-    let published = match secrets::read_owned(&secrets_api, &name, &app.uid().unwrap_or_default()).await {
-        Ok(published) => published,
-        Err(err) => {
-            conditions::set(
-                &mut status.conditions,
-                conditions::CREDENTIALS_READY,
-                false,
-                err.reason(),
-                &err.to_string(),
-                generation,
-            );
-            return Err(err);
-        }
-    };
+    let uid = app.uid().unwrap_or_default();
+    let published =
+        secrets::read_owned_noting(&secrets_api, &name, &uid, &mut status.conditions, generation).await?;
     let want = desired(app);
 
     // The integration: recorded, left by an interrupted create, or new.
-    let mut existing = match status.integration_id.clone() {
+    let mut existing = match recorded {
         Some(id) => match client.get_custom_app(&id).await {
             Ok(found) => Some(found),
             Err(err) if err.is_not_found() => {
@@ -126,8 +145,12 @@ async fn converge(
             }
             Err(err) => return Err(err.into()),
         },
-        None => recover_interrupted_create(app, ctx, &client, status).await?,
+        None => recover_interrupted_create(app, ctx, &client, &records).await?,
     };
+    if let Some(found) = &existing {
+        status.integration_id = Some(found.integration_id.clone());
+        status.client_id = Some(found.client_id.clone());
+    }
 
     // A confidential app's secret exists only in the Secret: if it is gone, say so; recreate only on request.
     let rotate_request = app.annotations().get(ANNOTATION_ROTATE).cloned();
@@ -179,7 +202,7 @@ async fn converge(
             publish(
                 app,
                 &secrets_api,
-                &account,
+                account,
                 &client,
                 &client_id,
                 intact_secret.as_deref(),
@@ -189,12 +212,12 @@ async fn converge(
             found.integration_id
         }
         None => {
-            let created = create(app, ctx, &client, status, &want).await?;
+            let created = create(app, ctx, &client, &account_name, status, &want).await?;
             let secret = created.expose_client_secret().map(str::to_owned);
             publish(
                 app,
                 &secrets_api,
-                &account,
+                account,
                 &client,
                 &created.client_id,
                 secret.as_deref(),
@@ -215,42 +238,28 @@ async fn converge(
         true => format!("Secret {name} holds the client id and secret of {client_id}"),
         false => format!("Secret {name} holds the client id {client_id} (public client: no secret)"),
     };
-    conditions::set(
-        &mut status.conditions,
-        conditions::CREDENTIALS_READY,
-        true,
-        "Published",
-        &message,
-        generation,
-    );
+    conditions::published(&mut status.conditions, &message, generation);
     conditions::synced(&mut status.conditions, generation);
     Ok(())
 }
 
-/// An integration created by a pass that never recorded it: adopt it (public) or delete it (confidential: its
-/// secret was lost); duplicates are deleted.
+/// An integration created by a pass of this object that never recorded it: kept (public) or deleted
+/// (confidential: its secret was lost); duplicates are deleted. Only integrations of this display name, created
+/// after this object's recorded intent and owned by no object, are candidates; while another object of the same
+/// name has a create in flight that could have made one of them, nothing is touched.
 async fn recover_interrupted_create(
     app: &DatabricksAppConnection,
     ctx: &Context,
     client: &AccountClient,
-    status: &mut DatabricksAppConnectionStatus,
+    records: &DatabricksAccountStatus,
 ) -> Result<Option<CustomApp>, Error> {
-    let Some(since) = status.creating_since.as_ref().map(|t| t.0 - SignedDuration::from_secs(5)) else {
-        return Ok(None);
-    };
+    let uid = app.uid().unwrap_or_default();
+    let Some(record) = records.app_connections.get(&uid) else { return Ok(None) };
+    let Some(since) = record.creating_since.as_ref().map(|t| t.0) else { return Ok(None) };
     let name = display_name(app);
-    let mut leftovers: Vec<CustomApp> = client
-        .list_custom_apps()
-        .await?
-        .into_iter()
-        .filter(|a| {
-            a.name == name
-                && a.create_time
-                    .as_deref()
-                    .and_then(|t| t.parse::<Timestamp>().ok())
-                    .is_some_and(|t| t >= since)
-        })
-        .collect();
+    let listed = client.list_custom_apps().await?;
+    let candidates = leftovers(&uid, &name, since, &listed, records)?;
+    let mut leftovers: Vec<CustomApp> = candidates.into_iter().cloned().collect();
     leftovers.sort_by(|a, b| a.create_time.cmp(&b.create_time));
     let keep = if app.spec.confidential || leftovers.is_empty() { None } else { Some(leftovers.remove(0)) };
     for leftover in leftovers {
@@ -259,25 +268,130 @@ async fn recover_interrupted_create(
             format!("Deleted app integration {} left by an interrupted create", leftover.integration_id);
         ctx.event(app, EventType::Warning, "DuplicateDeleted", "Delete", &message).await;
     }
-    if let Some(kept) = &keep {
-        status.integration_id = Some(kept.integration_id.clone());
-        status.client_id = Some(kept.client_id.clone());
-    }
-    status.creating_since = None;
+    let kept = keep.as_ref().map(|k| k.integration_id.clone());
+    ledger::update(ctx, &app.spec.account_ref.name, |ledger| match ledger.app_connections.get_mut(&uid) {
+        Some(record) => {
+            record.integration_id.clone_from(&kept);
+            record.creating_since = None;
+            true
+        }
+        None => false,
+    })
+    .await?;
     Ok(keep)
+}
+
+/// The integrations an interrupted create of object `uid` may have left (pure: see the tests).
+fn leftovers<'a>(
+    uid: &str,
+    name: &str,
+    since: Timestamp,
+    listed: &'a [CustomApp],
+    records: &DatabricksAccountStatus,
+) -> Result<Vec<&'a CustomApp>, Error> {
+    let slack = SignedDuration::from_secs(5);
+    let created_after = |app: &CustomApp, since: Timestamp| {
+        app.create_time
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .is_some_and(|t| t >= since - slack)
+    };
+    // A create whose answer was lost took effect within the request's time, not at any later point.
+    let created_within = |app: &CustomApp| {
+        created_after(app, since)
+            && app
+                .create_time
+                .as_deref()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .is_some_and(|t| t <= since + CREATE_WINDOW)
+    };
+    let owned = |app: &CustomApp| {
+        records
+            .app_connections
+            .values()
+            .any(|r| r.integration_id.as_deref() == Some(app.integration_id.as_str()))
+    };
+    let candidates: Vec<&CustomApp> =
+        listed.iter().filter(|a| a.name == name && created_within(a) && !owned(a)).collect();
+    let racing = records.app_connections.iter().filter(|(other, r)| {
+        other.as_str() != uid
+            && r.display_name == name
+            && r.integration_id.is_none()
+            && r.creating_since.is_some()
+    });
+    for (_, other) in racing {
+        let other_since = other.creating_since.as_ref().map(|t| t.0).unwrap_or(since);
+        if candidates.iter().any(|a| created_after(a, other_since)) {
+            return Err(Error::Waiting {
+                reason: "CreateInProgress",
+                message: format!(
+                    "{}/{} is creating an app integration with the same name; waiting for it to record its own",
+                    other.namespace, other.name
+                ),
+            });
+        }
+    }
+    Ok(candidates)
 }
 
 async fn create(
     app: &DatabricksAppConnection,
     ctx: &Context,
     client: &AccountClient,
+    account: &str,
     status: &mut DatabricksAppConnectionStatus,
     want: &NewCustomApp,
 ) -> Result<CreatedCustomApp, Error> {
-    status.creating_since = Some(Time(Timestamp::now()));
-    patch_status(&lifecycle::api(ctx, app), app, status).await?;
-    let created = client.create_custom_app(want).await?;
+    let uid = app.uid().unwrap_or_default();
+    let namespace = app.namespace().unwrap_or_default();
+    let records = ledger::read(ctx, account).await?;
+    let mine = records.app_connections.iter().filter(|(k, r)| r.namespace == namespace && **k != uid).count();
+    if mine >= MAX_APPS_PER_NAMESPACE {
+        return Err(Error::NeedsAttention {
+            reason: "AppConnectionLimitReached",
+            message: format!(
+                "Namespace {namespace} already has {mine} app connections on DatabricksAccount {account}, the most \
+                 one namespace may have; delete one"
+            ),
+        });
+    }
+    let mut record = AppConnectionRecord {
+        namespace: app.namespace().unwrap_or_default(),
+        name: app.name_any(),
+        display_name: want.name.clone(),
+        integration_id: None,
+        creating_since: Some(Time(Timestamp::now())),
+    };
+    ledger::update(ctx, account, |ledger| {
+        ledger.app_connections.insert(uid.clone(), record.clone());
+        true
+    })
+    .await?;
+    let created = match client.create_custom_app(want).await {
+        Ok(created) => created,
+        // Databricks answered "no": nothing was created, so no later integration of this name may be taken for a
+        // leftover of this attempt.
+        Err(err) if !matches!(err, crate::databricks::Error::Transport { .. }) => {
+            ledger::update(ctx, account, |ledger| match ledger.app_connections.get_mut(&uid) {
+                Some(record) if record.integration_id.is_none() => {
+                    record.creating_since = None;
+                    true
+                }
+                _ => false,
+            })
+            .await?;
+            return Err(err.into());
+        }
+        Err(err) => return Err(err.into()),
+    };
     ctx.fail_point("after-create-app")?;
+    record.integration_id = Some(created.integration_id.clone());
+    record.creating_since = None;
+    ledger::update(ctx, account, |ledger| {
+        ledger.app_connections.insert(uid.clone(), record.clone());
+        true
+    })
+    .await?;
     status.integration_id = Some(created.integration_id.clone());
     status.client_id = Some(created.client_id.clone());
     let message =
@@ -355,14 +469,27 @@ async fn cleanup(app: Arc<DatabricksAppConnection>, ctx: &Context) -> Result<Act
     let orphan =
         app.annotations().get(ANNOTATION_DELETION_POLICY).is_some_and(|v| v.eq_ignore_ascii_case("orphan"))
             || app.spec.deletion_policy == AppDeletionPolicy::Orphan;
-    let Some(id) = app.status.as_ref().and_then(|s| s.integration_id.clone()) else {
+    let uid = app.uid().unwrap_or_default();
+    let account = &app.spec.account_ref.name;
+    // The ledger, never the status, says which integration is this object's.
+    let records = match ledger::read(ctx, account).await {
+        Ok(records) => records,
+        Err(Error::Account { reason: "AccountNotFound", .. }) => return Ok(Action::await_change()),
+        Err(err) => return Err(err),
+    };
+    let forget = async || {
+        ledger::update(ctx, account, |ledger| ledger.app_connections.remove(&uid).is_some()).await.map(drop)
+    };
+    let Some(id) = records.app_connections.get(&uid).and_then(|r| r.integration_id.clone()) else {
+        forget().await?;
         return Ok(Action::await_change());
     };
     if !lifecycle::may_delete_remote(app.as_ref(), ctx, orphan, &format!("app integration {id}")).await? {
+        forget().await?;
         return Ok(Action::await_change());
     }
-    let (_, client) = ctx.accounts.client_for(ctx, &app.spec.account_ref.name, None).await?;
-    client.delete_custom_app(&id).await?;
+    let access = ctx.accounts.client_for(ctx, account, &app.namespace().unwrap_or_default()).await?;
+    access.client.delete_custom_app(&id).await?;
     ctx.event(
         app.as_ref(),
         EventType::Normal,
@@ -371,5 +498,59 @@ async fn cleanup(app: Arc<DatabricksAppConnection>, ctx: &Context) -> Result<Act
         &format!("Deleted app integration {id}; its tokens stop working"),
     )
     .await;
+    forget().await?;
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::AppConnectionRecord;
+
+    fn app(id: &str, name: &str, created: &str) -> CustomApp {
+        serde_json::from_value(serde_json::json!({
+            "integration_id": id, "client_id": format!("client-{id}"), "name": name, "create_time": created,
+        }))
+        .expect("app")
+    }
+
+    fn record(name: &str, integration: Option<&str>, since: Option<&str>) -> AppConnectionRecord {
+        AppConnectionRecord {
+            namespace: "ns".into(),
+            name: name.into(),
+            display_name: "portal".into(),
+            integration_id: integration.map(str::to_owned),
+            creating_since: since.map(|s| Time(s.parse().expect("time"))),
+        }
+    }
+
+    #[test]
+    fn recovery_never_touches_another_objects_integration() {
+        let since: Timestamp = "2026-11-30T12:00:00Z".parse().expect("time");
+        let listed = [
+            app("theirs", "portal", "2026-11-30T12:00:01Z"),
+            app("old", "portal", "2026-11-30T11:00:00Z"),
+            app("other-name", "intranet", "2026-11-30T12:00:02Z"),
+            app("mine", "portal", "2026-11-30T12:00:03Z"),
+            app("made-later-by-someone", "portal", "2026-11-30T13:00:00Z"),
+        ];
+        let mut records = DatabricksAccountStatus::default();
+        records.app_connections.insert("me".into(), record("a", None, Some("2026-11-30T12:00:00Z")));
+        records.app_connections.insert("them".into(), record("b", Some("theirs"), None));
+        let found: Vec<&str> = leftovers("me", "portal", since, &listed, &records)
+            .expect("no race")
+            .iter()
+            .map(|a| a.integration_id.as_str())
+            .collect();
+        assert_eq!(
+            found,
+            ["mine"],
+            "owned, older, much later and other-named integrations are never candidates"
+        );
+
+        // Another object of the same name is creating too: its fresh integration could be any candidate.
+        records.app_connections.insert("racer".into(), record("c", None, Some("2026-11-30T12:00:02Z")));
+        let err = leftovers("me", "portal", since, &listed, &records).expect_err("ambiguous");
+        assert_eq!(err.reason(), "CreateInProgress");
+    }
 }

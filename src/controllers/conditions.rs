@@ -42,6 +42,11 @@ pub fn synced(conditions: &mut Vec<Condition>, generation: Option<i64>) {
     set(conditions, SYNCED, true, "Synced", "Databricks matches the spec", generation);
 }
 
+/// `CredentialsReady=True, reason=Published` with `message` (what is published where).
+pub fn published(conditions: &mut Vec<Condition>, message: &str, generation: Option<i64>) {
+    set(conditions, CREDENTIALS_READY, true, "Published", message, generation);
+}
+
 /// The condition of `type_`, if set.
 pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)

@@ -5,9 +5,11 @@ pub mod app_connection;
 mod assignments;
 pub mod conditions;
 mod error;
+mod ledger;
 mod lifecycle;
 pub mod secrets;
 pub mod service_principal;
+pub mod tenancy;
 pub mod trust_policy;
 
 use std::{
@@ -49,6 +51,11 @@ pub const ANNOTATION_PAUSED: &str = "oauth.databricks-operator.io/paused";
 /// `orphan` leaves the remote object behind on deletion, whatever the spec says.
 pub const ANNOTATION_DELETION_POLICY: &str = "oauth.databricks-operator.io/deletion-policy";
 
+/// The namespace the operator is installed in by default (deploy/ and the Helm chart).
+pub const DEFAULT_NAMESPACE: &str = "databricks-oauth-operator";
+/// Where the deployment mounts the operator's projected token for workload identity.
+pub const DEFAULT_TOKEN_DIR: &str = "/var/run/secrets/databricks";
+
 /// Operator settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -62,6 +69,10 @@ pub struct Config {
     pub client_options: ClientOptions,
     /// Objects of one kind reconciled at once.
     pub concurrency: u16,
+    /// The only namespace account credentials Secrets (`auth.oauthM2M.secretRef`) are read from.
+    pub credentials_namespace: String,
+    /// The only directory workload identity token files (`auth.workloadIdentity.tokenPath`) are read from.
+    pub token_dir: std::path::PathBuf,
 }
 
 impl Default for Config {
@@ -72,6 +83,8 @@ impl Default for Config {
             namespace: None,
             client_options: ClientOptions::default(),
             concurrency: 16,
+            credentials_namespace: DEFAULT_NAMESPACE.to_owned(),
+            token_dir: std::path::PathBuf::from(DEFAULT_TOKEN_DIR),
         }
     }
 }
@@ -135,6 +148,8 @@ pub struct Context {
     pub marks: lifecycle::Marks,
     /// Workspace assignment listings shared by every principal.
     pub assignments: assignments::Cache,
+    /// The principal controller's store: which object created which principal (by UID).
+    principals: Mutex<Option<Store<ServicePrincipal>>>,
     reporter: Reporter,
     backoff: Backoff,
 }
@@ -152,7 +167,39 @@ impl Context {
             fail_points,
             marks: lifecycle::Marks::default(),
             backoff: Backoff::default(),
+            principals: Mutex::new(None),
         }
+    }
+
+    /// The ServicePrincipal (other than `except`) whose UID is `uid`, as `namespace/name`: the object a tagged
+    /// principal was created for.
+    pub async fn principal_with_uid(&self, uid: &str, except: &str) -> Result<Option<String>, Error> {
+        let store = self.principals.lock().ok().and_then(|s| s.clone());
+        let objects: Vec<Arc<ServicePrincipal>> = match store {
+            Some(store) => {
+                // A store still loading could miss the owner: wait for it, and decide nothing without it.
+                let ready = tokio::time::timeout(Duration::from_secs(30), store.wait_until_ready()).await;
+                if !matches!(ready, Ok(Ok(()))) {
+                    return Err(Error::Waiting {
+                        reason: "CacheNotReady",
+                        message: "the operator's list of ServicePrincipals is still loading".to_owned(),
+                    });
+                }
+                store.state()
+            }
+            None => Api::<ServicePrincipal>::all(self.client.clone())
+                .list(&Default::default())
+                .await
+                .map_err(|e| Error::kube("listing ServicePrincipals", e))?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        };
+        Ok(objects
+            .iter()
+            .find(|sp| sp.uid().as_deref() == Some(uid) && uid != except)
+            .map(|sp| format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())))
     }
 
     /// Stops this reconcile here if a test armed `name`.
@@ -186,7 +233,9 @@ impl Context {
     }
 }
 
-/// Writes the status with server-side apply, only when it changed (every write is a watch event).
+/// Replaces the whole status, only when it changed (every write is a watch event). A replacement, not a
+/// server-side apply: a field someone else wrote into status (an edited `status.id`) must disappear when the
+/// operator's status has no such field, and an apply leaves fields other managers own in place.
 pub async fn patch_status<K>(api: &Api<K>, obj: &K, status: &impl Serialize) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -196,8 +245,11 @@ where
     if current == desired {
         return Ok(());
     }
-    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": desired});
-    api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+    let patch: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "add", "path": "/status", "value": desired}]))
+            .unwrap_or_default();
+    let params = PatchParams { field_manager: Some(MANAGER.to_owned()), ..PatchParams::default() };
+    api.patch_status(&obj.name_any(), &params, &Patch::<()>::Json(patch))
         .await
         .map(drop)
         .map_err(|e| Error::kube(format!("writing the status of {} {}", K::kind(&()), obj.name_any()), e))
@@ -358,6 +410,27 @@ fn controller_config(ctx: &Context) -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency)
 }
 
+/// Remembers what of each account its dependents care about (generation and the Ready condition), so that
+/// status writes that change neither (the ownership ledger, a re-proof) do not re-check every dependent.
+#[derive(Default)]
+struct AccountChanges(Mutex<HashMap<String, AccountSeen>>);
+
+/// An account's generation and its Ready condition (status, reason, message).
+type AccountSeen = (Option<i64>, Option<String>);
+
+impl AccountChanges {
+    fn changed(&self, account: &DatabricksAccount) -> bool {
+        let ready = account
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::READY))
+            .map(|c| format!("{}/{}/{}", c.status, c.reason, c.message));
+        let seen = (account.metadata.generation, ready);
+        let Ok(mut known) = self.0.lock() else { return true };
+        known.insert(account.name_any(), seen.clone()) != Some(seen)
+    }
+}
+
 /// Reconcile requests for the objects in `store` that `depends` on something that changed: their next pass is a
 /// full one.
 fn dependents<K>(ctx: &Context, store: &Store<K>, depends: impl Fn(&K) -> bool) -> Vec<ObjectRef<K>>
@@ -371,6 +444,26 @@ where
             ObjectRef::from_obj(obj.as_ref())
         })
         .collect()
+}
+
+/// A mapper from account events to the objects in `store` that use the account (`account_of`), for changes that
+/// matter to them only (see [`AccountChanges`]).
+fn account_dependents<K>(
+    ctx: Arc<Context>,
+    store: Store<K>,
+    account_of: fn(&K) -> &String,
+) -> impl Fn(DatabricksAccount) -> Vec<ObjectRef<K>> + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let changes = AccountChanges::default();
+    move |account: DatabricksAccount| {
+        if !changes.changed(&account) {
+            return Vec::new();
+        }
+        let name = account.name_any();
+        dependents(&ctx, &store, |obj| *account_of(obj) == name)
+    }
 }
 
 /// Runs every controller until shutdown (SIGTERM / Ctrl-C).
@@ -394,21 +487,27 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
     let principals: Api<ServicePrincipal> = scoped(&client, namespace);
     let apps: Api<DatabricksAppConnection> = scoped(&client, namespace);
     let policies: Api<TrustPolicy> = scoped(&client, namespace);
-    let secrets: Api<Secret> = scoped(&client, namespace);
-    let config_maps: Api<ConfigMap> = scoped(&client, namespace);
+    let secret_meta: Api<PartialObjectMeta<Secret>> = scoped(&client, namespace);
     let accounts: Api<DatabricksAccount> = Api::all(client.clone());
     let managed = watcher::Config::default().labels(&format!("{}={MANAGER}", secrets::MANAGED_BY));
 
     let principal_controller = trimmed_controller(principals.clone());
     let store = principal_controller.store();
+    if let Ok(mut principals) = ctx.principals.lock() {
+        *principals = Some(store.clone());
+    }
     let marks = ctx.clone();
     let principal_controller = principal_controller
-        .owns(secrets.clone(), managed.clone())
-        // An account change (credentials fixed, namespace allowed) re-checks every principal that uses it.
-        .watches(accounts.clone(), watcher::Config::default(), move |account: DatabricksAccount| {
-            let name = account.name_any();
-            dependents(&marks, &store, |sp| sp.spec.account_ref.name == name)
-        })
+        // Metadata only: the operator never receives a Secret's values through its watches, and a tenant's
+        // Secret with our label only wakes the object that its ownerReference names (a controller ref to it).
+        .owns_stream(watcher(secret_meta.clone(), managed.clone()).touched_objects())
+        // An account change (credentials fixed, namespace allowed, delegations) re-checks every principal that
+        // uses it.
+        .watches(
+            accounts.clone(),
+            watcher::Config::default(),
+            account_dependents(marks, store, |sp| &sp.spec.account_ref.name),
+        )
         .with_config(controller_config(&ctx))
         .shutdown_on_signal()
         .graceful_shutdown_on(stop.clone().wait())
@@ -424,7 +523,10 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
     let policy_store = policy_controller.store();
     let marks = ctx.clone();
     let policy_controller = policy_controller
-        .owns(config_maps, managed.clone())
+        .owns_stream(
+            watcher(scoped::<PartialObjectMeta<ConfigMap>>(&client, namespace), managed.clone())
+                .touched_objects(),
+        )
         // A principal getting its id (or changing) re-checks the policies that point at it.
         // Only names matter here: a metadata watch, not a second copy of every principal in flight.
         .watches_stream(
@@ -451,11 +553,12 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
         .for_each(|_| futures::future::ready(()));
     let marks = ctx.clone();
     let app_controller = app_controller
-        .owns(secrets, managed)
-        .watches(accounts.clone(), watcher::Config::default(), move |account: DatabricksAccount| {
-            let name = account.name_any();
-            dependents(&marks, &app_store, |app| app.spec.account_ref.name == name)
-        })
+        .owns_stream(watcher(secret_meta, managed).touched_objects())
+        .watches(
+            accounts.clone(),
+            watcher::Config::default(),
+            account_dependents(marks, app_store, |app| &app.spec.account_ref.name),
+        )
         .with_config(controller_config(&ctx))
         .shutdown_on_signal()
         .graceful_shutdown_on(stop.clone().wait())

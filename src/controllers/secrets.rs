@@ -123,6 +123,29 @@ pub async fn read_owned(api: &Api<Secret>, name: &str, owner_uid: &str) -> Resul
     }))
 }
 
+/// [`read_owned`], noting a failure (a Secret owned by someone else) on `CredentialsReady` too.
+pub async fn read_owned_noting(
+    api: &Api<Secret>,
+    name: &str,
+    owner_uid: &str,
+    conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    generation: Option<i64>,
+) -> Result<Option<Published>, Error> {
+    let read = read_owned(api, name, owner_uid).await;
+    if let Err(err) = &read {
+        let (reason, message) = (err.reason(), err.to_string());
+        super::conditions::set(
+            conditions,
+            super::conditions::CREDENTIALS_READY,
+            false,
+            reason,
+            &message,
+            generation,
+        );
+    }
+    read
+}
+
 /// Applies the Secret server-side (force: the operator is the only writer of the keys it sets).
 pub async fn apply(api: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
     let name = secret.name_any();

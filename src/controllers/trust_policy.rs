@@ -18,8 +18,10 @@ use kube::{
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::lifecycle;
-use super::{ANNOTATION_DELETION_POLICY, Context, Error, MANAGER, conditions};
+use super::{
+    ANNOTATION_DELETION_POLICY, Context, Error, MANAGER, accounts::Access, conditions, lifecycle,
+    patch_status, service_principal, tenancy::DelegatedKind,
+};
 use crate::{
     crd::{JwksMode, ServicePrincipal, TrustPolicy, TrustPolicyStatus},
     databricks::{
@@ -79,27 +81,28 @@ fn config_map_name(policy: &TrustPolicy) -> String {
     format!("{}-databricks-federation", policy.name_any())
 }
 
-/// The referenced principal, which must exist and be Ready enough to have an id.
-async fn principal(ctx: &Context, policy: &TrustPolicy) -> Result<(ServicePrincipal, String, String), Error> {
+/// The referenced ServicePrincipal object (same namespace).
+async fn principal_object(ctx: &Context, policy: &TrustPolicy) -> Result<ServicePrincipal, Error> {
     let name = &policy.spec.service_principal_ref.name;
     let api: Api<ServicePrincipal> =
         Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
-    let sp = api
-        .get_opt(name)
+    api.get_opt(name)
         .await
         .map_err(|e| Error::kube(format!("reading ServicePrincipal {name}"), e))?
         .ok_or_else(|| Error::Waiting {
             reason: "ServicePrincipalNotFound",
             message: format!("ServicePrincipal {name} does not exist in this namespace"),
-        })?;
-    let status = sp.status.clone().unwrap_or_default();
-    match (status.id, status.application_id) {
-        (Some(id), Some(app_id)) => Ok((sp, id, app_id)),
-        _ => Err(Error::Waiting {
-            reason: "ServicePrincipalNotReady",
-            message: format!("ServicePrincipal {name} has no Databricks id yet; waiting for it"),
-        }),
-    }
+        })
+}
+
+/// The account access of the policy's namespace and the principal, confirmed in Databricks to be the referenced
+/// object's own (its status alone proves nothing).
+async fn principal(ctx: &Context, policy: &TrustPolicy) -> Result<(Access, String, String), Error> {
+    let sp = principal_object(ctx, policy).await?;
+    let namespace = policy.namespace().unwrap_or_default();
+    let access = ctx.accounts.client_for(ctx, &sp.spec.account_ref.name, &namespace).await?;
+    let remote = service_principal::confirmed_principal(ctx, &access, &sp).await?;
+    Ok((access, remote.id, remote.application_id))
 }
 
 /// The cluster's ServiceAccount issuer and signing keys, as the apiserver publishes them.
@@ -167,9 +170,9 @@ async fn desired(
 
 async fn converge(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStatus) -> Result<(), Error> {
     let generation = policy.metadata.generation;
-    let (sp, sp_id, app_id) = principal(ctx, policy).await?;
-    let (account, client) =
-        ctx.accounts.client_for(ctx, &sp.spec.account_ref.name, policy.namespace().as_deref()).await?;
+    let (access, sp_id, app_id) = principal(ctx, policy).await?;
+    access.grants.check_kind(DelegatedKind::TrustPolicy)?;
+    let Access { account, client, .. } = &access;
     let (oidc, audience) = desired(ctx, policy, &account.spec.account_id).await?;
     let id = policy_id(policy);
     let want = FederationPolicy {
@@ -182,6 +185,15 @@ async fn converge(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyS
         Err(err) if err.is_not_found() => None,
         Err(err) => return Err(err.into()),
     };
+    // Ours: the policy whose uid this object recorded, or, when it recorded the id but not yet the uid (a create
+    // whose answer was lost), the one found under that id. Anything else under the id is someone else's.
+    if let Some(found) = &current {
+        let recorded = status.uid.is_some() && status.uid == found.uid;
+        let interrupted = status.uid.is_none() && status.policy_id.as_deref() == Some(id.as_str());
+        if !recorded && !interrupted {
+            return Err(policy_conflict(&id, &sp_id));
+        }
+    }
     let stored = match current {
         Some(found) => {
             let drifted = found.description != want.description
@@ -203,19 +215,32 @@ async fn converge(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyS
             }
         }
         None => {
+            // The intent, recorded before the create: a create whose answer is lost is recognised by it.
+            status.policy_id = Some(id.clone());
+            status.uid = None;
+            status.service_principal_id = Some(sp_id.clone());
+            patch_status(&lifecycle::api(ctx, policy), policy, status).await?;
             let created = match client.create_federation_policy(&sp_id, Some(&id), &want).await {
                 Ok(created) => created,
-                // Created by a pass whose answer was lost: the id is ours, so it is the same policy.
-                Err(err) if err.is_conflict() => client.get_federation_policy(&sp_id, &id).await?,
-                Err(err) if err.status() == Some(400) && err.to_string().contains("maximum of 20") => {
-                    return Err(Error::NeedsAttention {
-                        reason: "PolicyLimitReached",
-                        message: format!(
-                            "Service principal {sp_id} already has the Databricks maximum of 20 federation policies; delete one: {err}"
-                        ),
+                Err(err) => {
+                    // Databricks said no (4xx): nothing was created under the id, so the intent must not stand
+                    // (on a conflict the policy there is someone else's). A lost answer or a 5xx keeps it.
+                    if err.status().is_some_and(|s| (400..500).contains(&s)) {
+                        status.policy_id = None;
+                    }
+                    return Err(if err.is_conflict() {
+                        policy_conflict(&id, &sp_id)
+                    } else if err.status() == Some(400) && err.to_string().contains("maximum of 20") {
+                        Error::NeedsAttention {
+                            reason: "PolicyLimitReached",
+                            message: format!(
+                                "Service principal {sp_id} already has the Databricks maximum of 20 federation policies; delete one: {err}"
+                            ),
+                        }
+                    } else {
+                        err.into()
                     });
                 }
-                Err(err) => return Err(err.into()),
             };
             ctx.event(
                 policy,
@@ -250,12 +275,53 @@ async fn converge(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyS
         (Some(k8s), true) => {
             let audience = audience.unwrap_or_else(|| account.spec.account_id.clone());
             let (ok, reason, message) =
-                verify(ctx, policy, &client, &k8s.service_account_name, &audience, &app_id).await?;
+                verify(ctx, policy, client, &k8s.service_account_name, &audience, &app_id).await?;
             conditions::set(&mut status.conditions, VERIFIED, ok, reason, &message, generation);
         }
         _ => status.conditions.retain(|c| c.type_ != VERIFIED),
     }
     Ok(())
+}
+
+/// Deletes the federation policies that TrustPolicies of `sp`'s namespace created on `principal_id` (the policy
+/// under each one's id whose uid it recorded): an adopted principal keeps none of them when its object goes.
+pub async fn remove_policies_on(
+    ctx: &Context,
+    client: &AccountClient,
+    sp: &ServicePrincipal,
+    principal_id: &str,
+) -> Result<(), Error> {
+    let namespace = sp.namespace().unwrap_or_default();
+    let api: Api<TrustPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let policies = api
+        .list(&Default::default())
+        .await
+        .map_err(|e| Error::kube(format!("listing TrustPolicies in {namespace}"), e))?;
+    for policy in policies.items.iter().filter(|p| p.spec.service_principal_ref.name == sp.name_any()) {
+        let Some(uid) = policy.status.as_ref().and_then(|s| s.uid.clone()) else { continue };
+        let id = policy_id(policy);
+        match client.get_federation_policy(principal_id, &id).await {
+            Ok(found) if found.uid.as_deref() == Some(uid.as_str()) => {
+                client.delete_federation_policy(principal_id, &id).await?;
+                let message = format!("Deleted federation policy {id}: its adopted principal was released");
+                ctx.event(policy, EventType::Normal, "Deleted", "Delete", &message).await;
+            }
+            Ok(_) => {}
+            Err(err) if err.is_not_found() => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
+fn policy_conflict(id: &str, sp_id: &str) -> Error {
+    Error::NeedsAttention {
+        reason: "PolicyConflict",
+        message: format!(
+            "Service principal {sp_id} already has a federation policy {id} that this TrustPolicy did not create; \
+             it was left untouched. Choose another spec.policyId (or delete that policy in Databricks)"
+        ),
+    }
 }
 
 /// Databricks may fill in defaults (subject claim); compare what the operator controls.
@@ -389,9 +455,11 @@ async fn verify(
 }
 
 async fn cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Error> {
-    let Some(id) = policy.status.as_ref().and_then(|s| s.policy_id.clone()) else {
+    // Only a policy whose uid this object recorded is deleted, under the principal's confirmed id.
+    let Some(uid) = policy.status.as_ref().and_then(|s| s.uid.clone()) else {
         return Ok(Action::await_change());
     };
+    let id = policy_id(&policy);
     let orphan = policy
         .annotations()
         .get(ANNOTATION_DELETION_POLICY)
@@ -400,22 +468,26 @@ async fn cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Erro
     {
         return Ok(Action::await_change());
     }
-    // Without its principal object the account is unknown; the policy went with a deleted principal.
-    let (sp, sp_id, _) = match principal(ctx, &policy).await {
+    // Without its principal (object or remote) there is nothing to delete: the policy went with the principal.
+    let (access, sp_id, _) = match principal(ctx, &policy).await {
         Ok(found) => found,
         Err(Error::Waiting { .. }) => return Ok(Action::await_change()),
         Err(err) => return Err(err),
     };
-    let (_, client) = ctx.accounts.client_for(ctx, &sp.spec.account_ref.name, None).await?;
-    client.delete_federation_policy(&sp_id, &id).await?;
-    ctx.event(
-        policy.as_ref(),
-        EventType::Normal,
-        "Deleted",
-        "Delete",
-        &format!("Deleted federation policy {id}"),
-    )
-    .await;
+    match access.client.get_federation_policy(&sp_id, &id).await {
+        Ok(found) if found.uid.as_deref() == Some(uid.as_str()) => {
+            access.client.delete_federation_policy(&sp_id, &id).await?;
+            let message = format!("Deleted federation policy {id}");
+            ctx.event(policy.as_ref(), EventType::Normal, "Deleted", "Delete", &message).await;
+        }
+        Ok(_) => {
+            let message =
+                format!("Federation policy {id} is not the one this object created; left untouched");
+            ctx.event(policy.as_ref(), EventType::Warning, "IdentityMismatch", "Delete", &message).await;
+        }
+        Err(err) if err.is_not_found() => {}
+        Err(err) => return Err(err.into()),
+    }
     Ok(Action::await_change())
 }
 

@@ -3,6 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// How the operator reaches and authenticates to one Databricks account. Every ServicePrincipal,
 /// DatabricksAppConnection and TrustPolicy references one through `spec.accountRef.name` (default `default`).
@@ -29,6 +30,8 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.singleTenant) || !self.singleTenant || !has(self.delegations) || size(self.delegations) == 0")
+    .message("singleTenant trusts every allowed namespace with everything; remove it to use delegations"))]
 pub struct DatabricksAccountSpec {
     /// The Databricks account ID (a UUID, shown in the account console). Immutable: create another
     /// DatabricksAccount to talk to another account.
@@ -60,6 +63,22 @@ pub struct DatabricksAccountSpec {
     /// `Ready=False, reason=NamespaceNotAllowed` and no Databricks call is made for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<AllowedNamespaces>,
+
+    /// What namespaces may do with this account beyond creating service principals with OAuth secrets: which
+    /// workspaces they may assign (and the highest permission on each), whether they may create app connections
+    /// and trust policies, and which existing principals they may adopt. Rules add up: a namespace matched by
+    /// several rules gets all their grants. Without rules (and without `singleTenant`), allowed namespaces may
+    /// only create service principals with secrets and no workspace assignments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub delegations: Vec<Delegation>,
+
+    /// `true` trusts every allowed namespace with everything the operator can do: any workspace with any
+    /// permission, app connections, trust policies, and adopting any principal (never the operator's own identity,
+    /// an account admin, or a principal another object owns). For a cluster whose every namespace belongs to the
+    /// platform team; the account's Ready message says so. Cannot be combined with `delegations`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_tenant: bool,
 
     /// The API budget shared by every object that uses this account.
     #[serde(default)]
@@ -119,7 +138,8 @@ pub struct AccountAuth {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OAuthM2MAuth {
-    /// The Secret holding the client id and secret.
+    /// The Secret holding the client id and secret. It must be in the operator's namespace (or the namespace
+    /// given by `--credentials-namespace`); the operator reads no other namespace's Secrets for credentials.
     pub secret_ref: NamespacedSecretRef,
     /// Key of the client id (the service principal's application id) in the Secret.
     #[serde(default = "default_client_id_key")]
@@ -166,9 +186,12 @@ pub struct WorkloadIdentityAuth {
     #[schemars(length(min = 1, max = 1024))]
     pub audience: Option<String>,
     /// Path of the projected ServiceAccount token file inside the operator's pod. It is re-read on every token
-    /// refresh, so the kubelet's rotation is picked up.
+    /// refresh, so the kubelet's rotation is picked up. Must lie in the operator's projected-token directory
+    /// (`--token-dir`, default `/var/run/secrets/databricks`): no other file of the pod is ever sent anywhere.
     #[serde(default = "default_token_path")]
     #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('/../') && !self.endsWith('/..')")
+        .message("tokenPath must be an absolute path without '..'"))]
     pub token_path: String,
 }
 
@@ -176,20 +199,80 @@ fn default_token_path() -> String {
     "/var/run/secrets/databricks/token".to_owned()
 }
 
-/// Namespaces allowed to use an account.
+/// A set of namespaces: listed by name and/or matched by a label selector.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("size(self.names) > 0 || has(self.selector)")
-    .message("allowedNamespaces needs names, a selector, or both"))]
+    .message("a namespace set (allowedNamespaces, delegations[].namespaces) needs names, a selector, or both"))]
 pub struct AllowedNamespaces {
-    /// Names of namespaces allowed to use the account.
+    /// Namespace names.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Set)]
     #[schemars(inner(length(min = 1, max = 63)))]
     pub names: Vec<String>,
-    /// Namespaces whose labels match this selector may use the account.
+    /// Namespaces whose labels match this selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
+}
+
+/// What a set of namespaces may do with the account.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delegation {
+    /// The namespaces this rule grants to: listed by name and/or matched by a label selector.
+    pub namespaces: AllowedNamespaces,
+    /// Workspaces these namespaces may assign their principals to, and the highest permission on each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["workspaceId".into()]))]
+    #[schemars(length(max = 1000))]
+    pub workspaces: Vec<WorkspaceGrant>,
+    /// Whether these namespaces may create DatabricksAppConnections (OAuth apps any account user can sign in to).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub app_connections: bool,
+    /// Whether these namespaces may create TrustPolicies (federation policies on their own principals).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trust_policies: bool,
+    /// Existing principals these namespaces may adopt (`spec.adopt` of a ServicePrincipal). One principal is
+    /// adopted by at most one object: the oldest that asks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["applicationId".into()]))]
+    #[schemars(length(max = 1000))]
+    pub adopt: Vec<AdoptGrant>,
+}
+
+/// A workspace a delegation lets namespaces assign principals to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceGrant {
+    /// The numeric workspace id.
+    #[schemars(range(min = 1))]
+    pub workspace_id: i64,
+    /// The highest permission granted: `USER` (default) or `ADMIN` (workspace administrator).
+    #[serde(default = "default_grant_permission")]
+    pub permission: super::WorkspacePermission,
+}
+
+fn default_grant_permission() -> super::WorkspacePermission {
+    super::WorkspacePermission::User
+}
+
+/// An existing principal a delegation lets namespaces adopt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdoptGrant {
+    /// Application id (OAuth client id, a UUID) of the principal.
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
+    pub application_id: String,
+    /// The most the adopting object's deletion may do to the principal: `Orphan` (default: leave it),
+    /// `Deactivate`, or `Delete`. A stronger `deletionPolicy` on the object is lowered to this.
+    #[serde(default = "default_adopt_deletion")]
+    pub deletion_policy: super::PrincipalDeletionPolicy,
+}
+
+fn default_adopt_deletion() -> super::PrincipalDeletionPolicy {
+    super::PrincipalDeletionPolicy::Orphan
 }
 
 /// Client-side limits on calls to the Databricks account API, shared by every object that uses the account.
@@ -246,4 +329,44 @@ pub struct DatabricksAccountStatus {
     /// The `metadata.generation` the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Which object owns which OAuth app integration, by the object's UID. App integrations carry no tag in
+    /// Databricks, so this record (written only by the operator, on an object tenants cannot write) is what
+    /// proves an integration belongs to an object; the object's own status is never trusted for it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub app_connections: BTreeMap<String, AppConnectionRecord>,
+    /// Which object adopted which existing principal, by application id (lowercase): one principal is adopted by
+    /// at most one object, the first whose adoption was granted. Written only by the operator.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub adoptions: BTreeMap<String, ObjectRecord>,
+}
+
+/// An object that holds a claim recorded by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRecord {
+    /// Namespace of the object.
+    pub namespace: String,
+    /// Name of the object.
+    pub name: String,
+    /// UID of the object (a deleted and recreated object is another object).
+    pub uid: String,
+}
+
+/// The operator's record of one DatabricksAppConnection's integration.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppConnectionRecord {
+    /// Namespace of the object.
+    pub namespace: String,
+    /// Name of the object.
+    pub name: String,
+    /// The integration's display name in Databricks.
+    pub display_name: String,
+    /// The integration the object owns, once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<String>,
+    /// Set while an integration is being created: an unrecorded integration of this display name created after
+    /// it is a leftover of this object's interrupted create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creating_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }

@@ -38,7 +38,8 @@ use super::{AccountRef, OutputTemplate};
 #[x_kube(validation = Rule::new("self.userAuthorizedScopes.all(s, s in self.scopes)")
     .message("userAuthorizedScopes must be a subset of scopes"))]
 pub struct DatabricksAppConnectionSpec {
-    /// The DatabricksAccount the integration is registered in. Immutable.
+    /// The DatabricksAccount the integration is registered in. Immutable. The account must delegate app
+    /// connections to this namespace (`spec.delegations[].appConnections`), else `reason=NotDelegated`.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self == oldSelf").message("accountRef is immutable"))]
     pub account_ref: AccountRef,
@@ -150,10 +151,6 @@ pub struct DatabricksAppConnectionStatus {
     /// Name of the Secret the client credentials are published in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
-    /// Set while an integration is being created: an integration with this name created after it, but not
-    /// recorded here, is a leftover of an interrupted create.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub creating_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// The value of the `oauth.databricks-operator.io/rotate` annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_request: Option<String>,

@@ -59,7 +59,9 @@ pub struct ServicePrincipalSpec {
     pub active: bool,
 
     /// The exact set of workspaces the principal is assigned to. The operator adds, updates and removes
-    /// assignments so that Databricks matches this list.
+    /// assignments so that Databricks matches this list. Each workspace, and ADMIN, must be delegated to this
+    /// namespace by the account (`spec.delegations[].workspaces`), else nothing is written
+    /// (`reason=AssignmentNotAllowed`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["workspaceId".into()]))]
     #[schemars(length(max = 500))]
@@ -70,14 +72,20 @@ pub struct ServicePrincipalSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Credentials>,
 
-    /// Take over an existing principal instead of creating one. Immutable.
+    /// Take over an existing principal instead of creating one. Immutable. The application id must be granted to
+    /// this namespace by the account (`spec.delegations[].adopt`, or a `singleTenant` account); the operator's own
+    /// identity, account admins and principals another object created or adopted are always refused
+    /// (`reason=AdoptRefused`). An adopted principal keeps its display name unless `displayName` is set, and its
+    /// active flag changes only if the grant allows deactivation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("adopt is immutable"))]
     pub adopt: Option<Adopt>,
 
     /// What happens to the principal in Databricks when this object is deleted: `Delete` it (the default for
     /// principals the operator created), `Deactivate` it, or leave it (`Orphan`, the default for adopted
-    /// principals). The annotation `oauth.databricks-operator.io/deletion-policy: orphan` overrides it.
+    /// principals). For an adopted principal it is lowered to what the adoption grant allows, and the secrets and
+    /// federation policies the operator added to it are removed in any case. The annotation
+    /// `oauth.databricks-operator.io/deletion-policy: orphan` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<PrincipalDeletionPolicy>,
 }

@@ -42,12 +42,14 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("has(self.policyId) == has(oldSelf.policyId)")
     .message("policyId is immutable"))]
 pub struct TrustPolicySpec {
-    /// The ServicePrincipal (in this namespace) the policy lets workloads act as. Immutable.
+    /// The ServicePrincipal (in this namespace) the policy lets workloads act as. Immutable. Its account must
+    /// delegate trust policies to this namespace (`spec.delegations[].trustPolicies`), else `reason=NotDelegated`.
     #[x_kube(validation = Rule::new("self == oldSelf").message("servicePrincipalRef is immutable"))]
     pub service_principal_ref: LocalObjectRef,
 
     /// Id of the federation policy in Databricks: 2 to 63 characters of `a-z`, `0-9` and `-`. Defaults to one
-    /// derived from this object's namespace and name. Immutable.
+    /// derived from this object's namespace and name. Immutable. A policy of that id the object did not create
+    /// is never taken over (`reason=PolicyConflict`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z0-9-]{2,63}$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("policyId is immutable"))]

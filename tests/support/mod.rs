@@ -65,6 +65,17 @@ impl TestEnv {
         Self { client, namespace, kubeconfig: plane.admin_kubeconfig() }
     }
 
+    /// The namespace `name` on `plane` (created when missing), for manifests that name a fixed namespace.
+    pub async fn named(plane: &ControlPlane, name: &str) -> Self {
+        let client = plane.admin_client().await.expect("admin client");
+        let ns = Namespace {
+            metadata: ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() },
+            ..Namespace::default()
+        };
+        let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await;
+        Self { client, namespace: name.to_owned(), kubeconfig: plane.admin_kubeconfig() }
+    }
+
     /// Writes the administrator kubeconfig to a file (for `kubectl`) and returns its path.
     pub fn kubeconfig_file(&self) -> PathBuf {
         let path = std::env::temp_dir().join(format!("doo-kubeconfig-{}", self.namespace));

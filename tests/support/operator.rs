@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::{TestEnv, wait_for};
 
 pub const ACCOUNT_ID: &str = "0d3c8a0e-6f1b-4c2a-9a57-3f2b1e4d5c6a";
-pub const ADMIN_ID: &str = "emulator-admin";
+pub const ADMIN_ID: &str = "5e2b7c1d-9a3f-4e8b-b6c2-1f0a9d8e7c6b";
 pub const ADMIN_SECRET: &str = "admin-secret-value";
 pub const WORKSPACES: [i64; 3] = [1001, 1002, 1003];
 
@@ -27,6 +27,8 @@ pub struct Operator {
     pub emulator: Emulator,
     pub ctx: Arc<Context>,
     pub account: String,
+    /// The account credentials Secret: (namespace, name).
+    pub credentials: (String, String),
     /// A client of the emulator acting as the account admin, for assertions.
     pub admin: AccountClient,
     task: tokio::task::JoinHandle<()>,
@@ -46,6 +48,14 @@ pub struct OperatorOptions {
     pub auth: Option<Value>,
     /// Set up the emulator before the account is created (for example a federation policy).
     pub emulator: Option<Emulator>,
+    /// Fields merged into the account's spec to say what namespaces may do (default: `singleTenant: true`, the
+    /// test's own namespace being the platform team's).
+    pub tenancy: Value,
+    /// Watch only the test's namespace (default); `false` watches every namespace (tests with their own control
+    /// plane).
+    pub own_namespace_only: bool,
+    /// Where the account credentials Secret lives (default: [`CREDENTIALS_NAMESPACE`]).
+    pub credentials_namespace: Option<String>,
 }
 
 impl Default for OperatorOptions {
@@ -56,8 +66,29 @@ impl Default for OperatorOptions {
             allowed_namespaces: None,
             auth: None,
             emulator: None,
+            tenancy: json!({"singleTenant": true}),
+            own_namespace_only: true,
+            credentials_namespace: None,
         }
     }
+}
+
+/// Where the account credentials Secrets of tests live (the operators' `--credentials-namespace`). One for all:
+/// every in-process operator on the shared control plane reconciles every DatabricksAccount (they are
+/// cluster-scoped), so all must agree on where credentials may be read.
+pub const CREDENTIALS_NAMESPACE: &str = "doo-credentials";
+
+/// Where tests put workload identity token files (the operator's `--token-dir` in tests).
+pub fn token_dir() -> std::path::PathBuf {
+    std::env::temp_dir()
+}
+
+/// A client of `emulator` acting as the account admin (for setting up and asserting).
+pub fn admin_client(emulator: &Emulator) -> AccountClient {
+    let credentials =
+        Credentials::ClientCredentials { client_id: ADMIN_ID.into(), client_secret: ADMIN_SECRET.into() };
+    let options = ClientOptions { budget: Budget::new(1000.0, 1000, 8), ..ClientOptions::default() };
+    AccountClient::new(&emulator.url(), ACCOUNT_ID, credentials, options).expect("client")
 }
 
 /// An emulator with the standard account, admin and workspaces.
@@ -74,9 +105,17 @@ impl TestEnv {
             Some(emulator) => emulator,
             None => emulator().await,
         };
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let credentials_namespace =
+            options.credentials_namespace.clone().unwrap_or_else(|| CREDENTIALS_NAMESPACE.to_owned());
+        let namespace: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(json!({"metadata": {"name": credentials_namespace}})).expect("namespace");
+        let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await; // exists already for every test but the first
+        let secret_name = format!("admin-{}", self.namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &credentials_namespace);
         let admin_secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "databricks-admin"},
+            "metadata": {"name": secret_name},
             "stringData": {"DATABRICKS_CLIENT_ID": ADMIN_ID, "DATABRICKS_CLIENT_SECRET": ADMIN_SECRET},
         }))
         .expect("secret");
@@ -85,7 +124,7 @@ impl TestEnv {
         let mut spec = json!({
             "accountId": ACCOUNT_ID,
             "host": emulator.url(),
-            "auth": {"oauthM2M": {"secretRef": {"namespace": self.namespace, "name": "databricks-admin"}}},
+            "auth": {"oauthM2M": {"secretRef": {"namespace": credentials_namespace, "name": secret_name}}},
             "rateLimit": {"requestsPerSecond": 200, "burst": 200, "maxConcurrency": 16},
         });
         if let Some(allowed) = options.allowed_namespaces {
@@ -93,6 +132,9 @@ impl TestEnv {
         }
         if let Some(auth) = options.auth {
             spec["auth"] = auth;
+        }
+        for (key, value) in options.tenancy.as_object().into_iter().flatten() {
+            spec[key] = value.clone();
         }
         let object: DatabricksAccount =
             serde_json::from_value(json!({"metadata": {"name": account}, "spec": spec})).expect("account");
@@ -103,7 +145,9 @@ impl TestEnv {
         let config = controllers::Config {
             resync_interval: options.resync,
             rotation_grace: options.grace,
-            namespace: Some(self.namespace.clone()),
+            namespace: options.own_namespace_only.then(|| self.namespace.clone()),
+            credentials_namespace: credentials_namespace.clone(),
+            token_dir: token_dir(),
             ..controllers::Config::default()
         };
         let ctx = Arc::new(Context::new(
@@ -113,11 +157,8 @@ impl TestEnv {
             FailPoints::default(),
         ));
         let task = tokio::spawn(controllers::run(ctx.clone()));
-        let credentials =
-            Credentials::ClientCredentials { client_id: ADMIN_ID.into(), client_secret: ADMIN_SECRET.into() };
-        let options = ClientOptions { budget: Budget::new(1000.0, 1000, 8), ..ClientOptions::default() };
-        let admin = AccountClient::new(&emulator.url(), ACCOUNT_ID, credentials, options).expect("client");
-        Operator { emulator, ctx, account, admin, task }
+        let admin = admin_client(&emulator);
+        Operator { emulator, ctx, account, credentials: (credentials_namespace, secret_name), admin, task }
     }
 
     pub fn principals(&self) -> Api<ServicePrincipal> {

@@ -1,0 +1,893 @@
+//! Multi-tenancy: each attack a tenant with only its own namespace could try, run as that tenant would run it
+//! (a ServiceAccount bound to the shipped `databricks-oauth-operator-edit` role, never cluster admin), each
+//! asserting what the victim needs: the reason on the attacker's object, no Databricks write against the victim
+//! (emulator write log), the victim's credentials still working, and nothing written outside the tenant's
+//! namespace. Plus the allowed paths: granted adoption, granted ADMIN, and a revoked grant.
+//!
+//! Every test runs its own control plane: the operator here watches every namespace, as deployed.
+
+mod support;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use databricks_oauth_operator::{
+    control_plane::{ControlPlane, client_from},
+    crd::{DatabricksAccount, DatabricksAppConnection, ServicePrincipal, TrustPolicy},
+    databricks::types::{NewServicePrincipal, PatchOperation, ServicePrincipal as RemotePrincipal},
+    emulator::FaultRule,
+};
+use k8s_openapi::api::{
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::{Namespace, Secret, ServiceAccount},
+    events::v1::Event,
+    rbac::v1::{Role, RoleBinding},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use support::{
+    TestEnv,
+    operator::{ADMIN_ID, Operator, OperatorOptions, WORKSPACES, emulator},
+    wait_for,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One tenant: a namespace and a client acting as its ServiceAccount.
+struct Tenant {
+    namespace: String,
+    client: Client,
+}
+
+/// A control plane of its own, the platform namespace (the operator's), two tenants and the operator.
+struct World {
+    env: TestEnv,
+    operator: Operator,
+    a: Tenant,
+    b: Tenant,
+    _plane: Box<ControlPlane>,
+}
+
+impl World {
+    /// `delegations(a, b)` returns the account's delegation fields for the tenants' namespaces; `prepare` sets up
+    /// the emulator before the account exists (for principals to be granted).
+    async fn new(delegations: impl FnOnce(&str, &str) -> Value) -> Self {
+        Self::with_emulator(delegations, emulator().await).await
+    }
+
+    async fn with_emulator(
+        delegations: impl FnOnce(&str, &str) -> Value,
+        emulator: databricks_oauth_operator::emulator::Emulator,
+    ) -> Self {
+        let plane = Box::new(ControlPlane::start().await.expect("a control plane of its own"));
+        plane.install_crds().await.expect("crds");
+        let env = TestEnv::on(&plane).await;
+        let tenant_roles = support::manifests::kustomize("deploy/base")
+            .into_iter()
+            .filter(|o| o.name_any().ends_with("-edit") || o.name_any().ends_with("-view"))
+            .collect::<Vec<_>>();
+        assert_eq!(tenant_roles.len(), 2, "deploy/base ships the edit and view roles");
+        support::manifests::apply_all(&env.client, &tenant_roles).await;
+        let a_ns = format!("{}-team-a", env.namespace);
+        let b_ns = format!("{}-team-b", env.namespace);
+        let a = tenant(&env, &plane, &a_ns).await;
+        let b = tenant(&env, &plane, &b_ns).await;
+        let options = OperatorOptions {
+            tenancy: delegations(&a_ns, &b_ns),
+            own_namespace_only: false,
+            emulator: Some(emulator),
+            ..Default::default()
+        };
+        let operator = env.operator(options).await;
+        operator.wait_account(&env, "True").await;
+        Self { env, operator, a, b, _plane: plane }
+    }
+
+    /// Writes of the emulator that name `id` in their path.
+    async fn writes_to(&self, id: &str) -> Vec<String> {
+        self.operator.emulator.stats().await.writes_to(id).into_iter().map(str::to_owned).collect()
+    }
+
+    /// Every Secret and ConfigMap the operator manages lies in a tenant's namespace.
+    async fn nothing_written_elsewhere(&self) {
+        let selector = ListParams::default().labels("app.kubernetes.io/managed-by=databricks-oauth-operator");
+        let secrets = Api::<Secret>::all(self.env.client.clone()).list(&selector).await.expect("secrets");
+        let namespaces: BTreeSet<String> = secrets.items.iter().filter_map(|s| s.namespace()).collect();
+        let tenants = BTreeSet::from([self.a.namespace.clone(), self.b.namespace.clone()]);
+        assert!(namespaces.is_subset(&tenants), "operator Secrets outside the tenants: {namespaces:?}");
+    }
+}
+
+/// A namespace and a ServiceAccount `tenant` bound only to the shipped edit role; its client.
+async fn tenant(env: &TestEnv, plane: &ControlPlane, namespace: &str) -> Tenant {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns");
+    Api::<Namespace>::all(env.client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "tenant"}})).expect("sa");
+    let accounts: Api<ServiceAccount> = Api::namespaced(env.client.clone(), namespace);
+    accounts.create(&PostParams::default(), &sa).await.expect("sa");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "tenant-edit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "databricks-oauth-operator-edit"},
+        "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": namespace}],
+    }))
+    .expect("binding");
+    Api::<RoleBinding>::namespaced(env.client.clone(), namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding");
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..TokenRequestSpec::default() }),
+        ..TokenRequest::default()
+    };
+    let token = accounts
+        .create_token_request("tenant", &PostParams::default(), &request)
+        .await
+        .expect("token")
+        .status
+        .and_then(|s| s.token)
+        .expect("token");
+    let client = client_from(plane.token_kubeconfig(&token)).await.expect("tenant client");
+    Tenant { namespace: namespace.to_owned(), client }
+}
+
+/// Lets the tenant write `/status` of the operator's kinds too (a Role granting `resources: ["*"]`, common in
+/// namespaces whose owners administer them): the attack of item 5.
+async fn grant_status(env: &TestEnv, tenant: &Tenant) {
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "everything"},
+        "rules": [{"apiGroups": ["oauth.databricks-operator.io"], "resources": ["*"], "verbs": ["*"]}],
+    }))
+    .expect("role");
+    Api::<Role>::namespaced(env.client.clone(), &tenant.namespace)
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "everything"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "everything"},
+        "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": tenant.namespace}],
+    }))
+    .expect("binding");
+    Api::<RoleBinding>::namespaced(env.client.clone(), &tenant.namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding");
+}
+
+/// The operator's namespaced kinds, as the helpers below need them.
+trait Kind:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Kind for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
+fn api<K>(tenant: &Tenant) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    Api::namespaced(tenant.client.clone(), &tenant.namespace)
+}
+
+/// Creates a namespaced object as the tenant; `spec` gets the world's account.
+async fn create<K>(world: &World, tenant: &Tenant, name: &str, mut spec: Value) -> K
+where
+    K: Kind,
+{
+    if K::kind(&()) != "TrustPolicy" {
+        spec["accountRef"] = json!({"name": world.operator.account});
+    }
+    let object: K =
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("object");
+    api::<K>(tenant).create(&PostParams::default(), &object).await.expect("the tenant may create it")
+}
+
+/// Waits until `name`'s condition `type_` has `status` and (if given) `reason`; returns the condition message.
+async fn wait_condition<K>(
+    tenant: &Tenant,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> String
+where
+    K: Kind,
+{
+    let api = api::<K>(tenant);
+    let found = wait_for(TIMEOUT, || {
+        let api = api.clone();
+        async move {
+            let object = serde_json::to_value(api.get(name).await.ok()?).ok()?;
+            let conditions = object["status"]["conditions"].as_array()?.clone();
+            conditions.into_iter().find_map(|c| {
+                (c["type"] == type_ && c["status"] == status && reason.is_none_or(|r| c["reason"] == r))
+                    .then(|| c["message"].as_str().unwrap_or_default().to_owned())
+            })
+        }
+    })
+    .await;
+    match found {
+        Ok(message) => message,
+        Err(_) => {
+            let status = api
+                .get(name)
+                .await
+                .ok()
+                .map(|o| serde_json::to_value(o).unwrap_or_default()["status"].clone());
+            panic!("{name}: {type_} did not become {status:?}/{reason:?}; status: {status:#?}")
+        }
+    }
+}
+
+/// Warning events with `reason` about `name` in the tenant's namespace.
+async fn events(world: &World, tenant: &Tenant, name: &str, reason: &str) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(world.env.client.clone(), &tenant.namespace);
+    let list = api.list(&ListParams::default()).await.expect("events");
+    list.items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+/// The data of a Secret in a tenant's namespace, read as an administrator.
+async fn secret_data(
+    world: &World,
+    tenant: &Tenant,
+    name: &str,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let secret =
+        Api::<Secret>::namespaced(world.env.client.clone(), &tenant.namespace).get_opt(name).await.ok()??;
+    Some(secret.data?.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect())
+}
+
+/// A JSON merge patch of `name`, as the tenant (`status`: of its status subresource).
+async fn merge<K>(tenant: &Tenant, name: &str, value: Value, status: bool)
+where
+    K: Kind,
+{
+    let api = api::<K>(tenant);
+    let patch = Patch::Merge(&value);
+    let result = match status {
+        true => api.patch_status(name, &PatchParams::default(), &patch).await,
+        false => api.patch(name, &PatchParams::default(), &patch).await,
+    };
+    result.unwrap_or_else(|e| panic!("the tenant may patch {name}: {e}"));
+}
+
+/// The annotation patch that makes the next pass of an object a full one.
+fn annotate(key: &str, value: Value) -> Value {
+    json!({"metadata": {"annotations": {key: value}}})
+}
+
+/// The integration id an app connection's status records.
+async fn integration_of(tenant: &Tenant, name: &str) -> String {
+    let app = api::<DatabricksAppConnection>(tenant).get(name).await.expect("app");
+    app.status.and_then(|s| s.integration_id).expect("an integration id")
+}
+
+/// A DatabricksAppConnection, Ready; returns its integration id.
+async fn ready_app(world: &World, tenant: &Tenant, name: &str, spec: Value) -> String {
+    create::<DatabricksAppConnection>(world, tenant, name, spec).await;
+    wait_condition::<DatabricksAppConnection>(tenant, name, "Ready", "True", None).await;
+    integration_of(tenant, name).await
+}
+
+/// A ServicePrincipal with a secret, Ready; returns its remote principal and its published secret.
+async fn ready_principal(
+    world: &World,
+    tenant: &Tenant,
+    name: &str,
+    spec: Value,
+) -> (RemotePrincipal, String) {
+    let sp: ServicePrincipal = create(world, tenant, name, spec).await;
+    wait_condition::<ServicePrincipal>(tenant, name, "Ready", "True", None).await;
+    let sp = api::<ServicePrincipal>(tenant).get(&sp.name_any()).await.expect("sp");
+    let id = sp.status.and_then(|s| s.id).expect("id");
+    let remote = world.operator.admin.get_service_principal(&id).await.expect("remote");
+    let data = secret_data(world, tenant, &format!("{name}-databricks")).await.unwrap_or_default();
+    (remote, data.get("DATABRICKS_CLIENT_SECRET").cloned().unwrap_or_default())
+}
+
+/// A principal made outside the operator (by hand or Terraform), optionally an account admin.
+async fn legacy_principal(world: &World, name: &str, account_admin: bool) -> RemotePrincipal {
+    let admin = &world.operator.admin;
+    let principal =
+        admin.create_service_principal(&NewServicePrincipal::new(name, true, None)).await.expect("sp");
+    if account_admin {
+        let roles = json!([{"value": "account_admin"}]);
+        admin
+            .patch_service_principal(&principal.id, &[PatchOperation::replace("roles", roles)])
+            .await
+            .expect("roles");
+    }
+    admin.get_service_principal(&principal.id).await.expect("sp")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_takes_only_what_was_granted_and_only_once() {
+    let world_emulator = emulator().await;
+    // Principals that exist before the account, so the platform team can grant them.
+    let setup = support::operator::admin_client(&world_emulator);
+    // (the emulator's clock and ids are its own; these exist before any tenant does)
+    let legacy = setup
+        .create_service_principal(&NewServicePrincipal::new("legacy etl", true, None))
+        .await
+        .expect("sp");
+    let admin_sp = setup
+        .create_service_principal(&NewServicePrincipal::new("break-glass", true, None))
+        .await
+        .expect("sp");
+    setup
+        .patch_service_principal(
+            &admin_sp.id,
+            &[PatchOperation::replace("roles", json!([{"value": "account_admin"}]))],
+        )
+        .await
+        .expect("roles");
+    let (legacy_app, admin_app) = (legacy.application_id.clone(), admin_sp.application_id.clone());
+    let world = World::with_emulator(
+        |a, b| {
+            // The platform team grants team-a the legacy principal, and (mistakes) the operator's own identity and
+            // an account admin; team-b is granted the legacy principal too.
+            json!({"delegations": [
+                {"namespaces": {"names": [a]}, "adopt": [
+                    {"applicationId": legacy_app}, {"applicationId": ADMIN_ID}, {"applicationId": admin_app}]},
+                {"namespaces": {"names": [b]}, "adopt": [{"applicationId": legacy_app, "deletionPolicy": "Delete"}]},
+            ]})
+        },
+        world_emulator,
+    )
+    .await;
+    let (a, b) = (&world.a, &world.b);
+
+    // The victim: team-b's own principal, with a working secret.
+    let (victim, victim_secret) = ready_principal(&world, b, "victim", json!({"credentials": {}})).await;
+    assert!(world.operator.works(&victim.application_id, &victim_secret).await);
+    // The platform team also grants team-a the victim's id by mistake.
+    let accounts: Api<DatabricksAccount> = Api::all(world.env.client.clone());
+    let mistake = json!({"spec": {"delegations": [
+        {"namespaces": {"names": [a.namespace]}, "trustPolicies": true, "adopt": [{"applicationId": legacy_app}, {"applicationId": ADMIN_ID},
+            {"applicationId": admin_app}, {"applicationId": victim.application_id}]},
+        {"namespaces": {"names": [b.namespace]}, "adopt": [{"applicationId": legacy_app, "deletionPolicy": "Delete"}]},
+    ]}});
+    accounts
+        .patch(&world.operator.account, &PatchParams::default(), &Patch::Merge(&mistake))
+        .await
+        .expect("grant");
+    let victim_writes = world.writes_to(&victim.id).await.len();
+    // (the setup itself wrote the admin's role)
+    let admin_writes = world.writes_to(&admin_sp.id).await.len();
+    let operator_principal = world
+        .operator
+        .admin
+        .find_service_principal_by_application_id(ADMIN_ID)
+        .await
+        .expect("find")
+        .expect("the admin principal");
+    let attacks = [
+        ("steal-victim", victim.application_id.clone(), "was created for"),
+        ("steal-operator", ADMIN_ID.to_owned(), "operator itself"),
+        ("steal-admin", admin_app.clone(), "account admin"),
+    ];
+    for (name, app_id, why) in &attacks {
+        create::<ServicePrincipal>(
+            &world,
+            a,
+            name,
+            json!({"adopt": {"applicationId": app_id}, "credentials": {},
+            "active": false, "deletionPolicy": "Delete"}),
+        )
+        .await;
+        let message =
+            wait_condition::<ServicePrincipal>(a, name, "Ready", "False", Some("AdoptRefused")).await;
+        assert!(message.contains(why), "{name}: {message}");
+        assert!(secret_data(&world, a, &format!("{name}-databricks")).await.is_none(), "{name}: no Secret");
+    }
+    // An id the account never granted to team-a at all: team-b's adopted-to-be principal is granted to a, so use
+    // a fresh one.
+    let stranger = legacy_principal(&world, "stranger", false).await;
+    create::<ServicePrincipal>(
+        &world,
+        a,
+        "steal-stranger",
+        json!({"adopt": {"applicationId": stranger.application_id}, "credentials": {}}),
+    )
+    .await;
+    let message =
+        wait_condition::<ServicePrincipal>(a, "steal-stranger", "Ready", "False", Some("AdoptRefused")).await;
+    assert!(message.contains("does not grant"), "{message}");
+
+    // Zero writes against any of them; the victim's secret still works and nothing about it changed.
+    assert_eq!(world.writes_to(&victim.id).await.len(), victim_writes, "a write touched the victim");
+    assert_eq!(world.writes_to(&admin_sp.id).await.len(), admin_writes, "the account admin was written");
+    assert!(
+        world.writes_to(&operator_principal.id).await.is_empty(),
+        "the operator's own principal was written"
+    );
+    assert!(world.writes_to(&stranger.id).await.is_empty());
+    assert!(
+        world.operator.works(&victim.application_id, &victim_secret).await,
+        "the victim's secret still works"
+    );
+    let after = world.operator.admin.get_service_principal(&victim.id).await.expect("victim");
+    assert_eq!((after.active, &after.display_name), (victim.active, &victim.display_name));
+    let secrets = world.operator.admin.list_secrets(&victim.id).await.expect("secrets");
+    assert_eq!(secrets.len(), 1, "no secret minted on the victim");
+
+    // Allowed: team-a adopts the granted legacy principal; its secret works. Its grant allows no deactivation, so
+    // it may not set the principal inactive either.
+    create::<ServicePrincipal>(
+        &world,
+        a,
+        "legacy",
+        json!({"adopt": {"applicationId": legacy_app}, "credentials": {}, "active": false,
+        "deletionPolicy": "Delete"}),
+    )
+    .await;
+    let message =
+        wait_condition::<ServicePrincipal>(a, "legacy", "Ready", "False", Some("AdoptRefused")).await;
+    assert!(message.contains("allows no deactivation"), "{message}");
+    assert!(world.operator.admin.get_service_principal(&legacy.id).await.expect("legacy").active);
+    api::<ServicePrincipal>(a)
+        .patch("legacy", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"active": true}})))
+        .await
+        .expect("patch");
+    wait_condition::<ServicePrincipal>(a, "legacy", "Ready", "True", None).await;
+    let data = secret_data(&world, a, "legacy-databricks").await.expect("published");
+    let minted = data["DATABRICKS_CLIENT_SECRET"].clone();
+    assert!(world.operator.works(&legacy_app, &minted).await);
+    let display = world.operator.admin.get_service_principal(&legacy.id).await.expect("legacy").display_name;
+    assert_eq!(display, "legacy etl", "an adopted principal keeps its name unless the spec sets one");
+    // A federation policy of team-a's on it.
+    create::<TrustPolicy>(
+        &world,
+        a,
+        "legacy-trust",
+        json!({"servicePrincipalRef": {"name": "legacy"},
+        "oidc": {"issuer": "https://ci.example.com", "subject": "repo:team-a"}}),
+    )
+    .await;
+    wait_condition::<TrustPolicy>(a, "legacy-trust", "Ready", "True", None).await;
+    let trust_id = api::<TrustPolicy>(a)
+        .get("legacy-trust")
+        .await
+        .expect("tp")
+        .status
+        .and_then(|s| s.policy_id)
+        .expect("id");
+    // team-b is granted it too, but one principal has one adopter: the first.
+    create::<ServicePrincipal>(
+        &world,
+        b,
+        "legacy-too",
+        json!({"adopt": {"applicationId": legacy_app}, "credentials": {}}),
+    )
+    .await;
+    let message =
+        wait_condition::<ServicePrincipal>(b, "legacy-too", "Ready", "False", Some("AdoptRefused")).await;
+    assert!(message.contains(&format!("already adopted by {}/legacy", a.namespace)), "{message}");
+    let poke = |n: &str| json!({"metadata": {"annotations": {"test/poke": n}}});
+    // team-a's grant allows no deletion: deleting its object leaves the principal, active.
+    api::<ServicePrincipal>(a).delete("legacy", &DeleteParams::default()).await.expect("delete");
+    wait_for(TIMEOUT, || async {
+        api::<ServicePrincipal>(a).get_opt("legacy").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .expect("deleted");
+    let kept =
+        world.operator.admin.get_service_principal(&legacy.id).await.expect("the adopted principal is kept");
+    assert!(kept.active, "and not deactivated");
+    assert_eq!(events(&world, a, "legacy", "DeletionLimited").await.len(), 1);
+    // What team-a added to it went with the object: its secret and its federation policy.
+    assert!(!world.operator.works(&legacy_app, &minted).await, "the secret team-a was given no longer works");
+    let policy = world.operator.admin.get_federation_policy(&legacy.id, &trust_id).await;
+    assert!(policy.is_err_and(|e| e.is_not_found()), "team-a's federation policy is gone");
+    // The claim lapsed with the object: team-b's adoption goes through at its next pass (a refusal is retried
+    // within minutes; any change to the object retries at once).
+    api::<ServicePrincipal>(b)
+        .patch("legacy-too", &PatchParams::default(), &Patch::Merge(&poke("1")))
+        .await
+        .expect("poke");
+    wait_condition::<ServicePrincipal>(b, "legacy-too", "Ready", "True", None).await;
+    world.nothing_written_elsewhere().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspace_assignments_and_kinds_stay_within_the_grant() {
+    let world = World::new(|a, _b| {
+        json!({"delegations": [{"namespaces": {"names": [a]}, "workspaces": [
+            {"workspaceId": WORKSPACES[0]}, {"workspaceId": WORKSPACES[1], "permission": "ADMIN"}]}]})
+    })
+    .await;
+    let (a, b) = (&world.a, &world.b);
+    let before = world.operator.emulator.stats().await.writes;
+    let cases = [
+        (
+            "admin-where-user",
+            json!([{"workspaceId": WORKSPACES[0], "permissions": ["ADMIN"]}]),
+            "ADMIN in workspace",
+        ),
+        (
+            "ungranted-workspace",
+            json!([{"workspaceId": WORKSPACES[2], "permissions": ["USER"]}]),
+            "workspace",
+        ),
+    ];
+    for (name, assignments, why) in &cases {
+        let sp: ServicePrincipal =
+            create(&world, a, name, json!({"workspaceAssignments": assignments, "credentials": {}})).await;
+        let message =
+            wait_condition::<ServicePrincipal>(a, name, "Ready", "False", Some("AssignmentNotAllowed")).await;
+        assert!(message.contains(why) && message.contains("spec.delegations"), "{name}: {message}");
+        assert_eq!(world.operator.tagged(&sp).await, 0, "{name}: no principal was even created");
+    }
+    // team-b has no rule at all: no workspace, no app connection, no trust policy.
+    create::<ServicePrincipal>(
+        &world,
+        b,
+        "b-user",
+        json!({"workspaceAssignments": [{"workspaceId": WORKSPACES[0], "permissions": ["USER"]}]}),
+    )
+    .await;
+    wait_condition::<ServicePrincipal>(b, "b-user", "Ready", "False", Some("AssignmentNotAllowed")).await;
+    create::<DatabricksAppConnection>(
+        &world,
+        b,
+        "b-app",
+        json!({"redirectUrls": ["https://b.example.com/cb"]}),
+    )
+    .await;
+    let message =
+        wait_condition::<DatabricksAppConnection>(b, "b-app", "Ready", "False", Some("NotDelegated")).await;
+    assert!(message.contains("appConnections"), "{message}");
+    assert_eq!(world.operator.emulator.stats().await.writes, before, "refusals write nothing to Databricks");
+
+    // Allowed: ADMIN where ADMIN is granted.
+    let (principal, _) = ready_principal(
+        &world,
+        a,
+        "granted",
+        json!({"workspaceAssignments": [
+        {"workspaceId": WORKSPACES[1], "permissions": ["ADMIN"]}], "credentials": {}}),
+    )
+    .await;
+    let assigned = world.operator.admin.list_workspace_assignments(WORKSPACES[1]).await.expect("list");
+    let id: i64 = principal.id.parse().expect("numeric");
+    assert!(assigned.iter().any(|x| x.principal.principal_id == Some(id) && x.permissions == ["ADMIN"]));
+
+    // The platform team lowers the grant to USER: the object says why and nothing more is written for it.
+    let accounts: Api<DatabricksAccount> = Api::all(world.env.client.clone());
+    let lowered = json!({"spec": {"delegations": [{"namespaces": {"names": [a.namespace]}, "workspaces": [
+        {"workspaceId": WORKSPACES[0]}, {"workspaceId": WORKSPACES[1]}]}]}});
+    accounts
+        .patch(&world.operator.account, &PatchParams::default(), &Patch::Merge(&lowered))
+        .await
+        .expect("revoke");
+    let message =
+        wait_condition::<ServicePrincipal>(a, "granted", "Ready", "False", Some("AssignmentNotAllowed"))
+            .await;
+    assert!(message.contains(&format!("ADMIN in workspace {}", WORKSPACES[1])), "{message}");
+    let writes = world.writes_to(&principal.id).await.len();
+    api::<ServicePrincipal>(a)
+        .patch(
+            "granted",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"displayName": "renamed", "active": false}})),
+        )
+        .await
+        .expect("patch");
+    wait_for(TIMEOUT, || async {
+        let sp = api::<ServicePrincipal>(a).get("granted").await.ok()?;
+        let status = sp.status?;
+        (status.observed_generation == sp.metadata.generation).then_some(())
+    })
+    .await
+    .expect("the change was looked at");
+    assert_eq!(world.writes_to(&principal.id).await.len(), writes, "a revoked grant stops further writes");
+    let remote = world.operator.admin.get_service_principal(&principal.id).await.expect("remote");
+    assert!(remote.active && remote.display_name != "renamed");
+    world.nothing_written_elsewhere().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_connections_of_the_same_name_never_interfere() {
+    let world = World::new(
+        |a, b| json!({"delegations": [{"namespaces": {"names": [a, b]}, "appConnections": true}]}),
+    )
+    .await;
+    let (a, b) = (&world.a, &world.b);
+    // team-a's apps, one public and one confidential, both named like team-b's will be.
+    for (name, confidential) in [("portal", false), ("vault", true)] {
+        create::<DatabricksAppConnection>(
+            &world,
+            a,
+            name,
+            json!({"redirectUrls": ["https://a.example.com/cb"], "confidential": confidential}),
+        )
+        .await;
+        wait_condition::<DatabricksAppConnection>(a, name, "Ready", "True", None).await;
+    }
+    let (portal_a, vault_a) = (integration_of(a, "portal").await, integration_of(a, "vault").await);
+    let vault_secret =
+        secret_data(&world, a, "vault-oauth-client").await.expect("secret")["DATABRICKS_CLIENT_SECRET"]
+            .clone();
+
+    // team-b creates the same names, and each create's answer is lost once: recovery runs.
+    for (name, confidential) in [("portal", false), ("vault", true)] {
+        world.operator.emulator.add_fault(FaultRule::drop_response("apps.create").times(1)).await;
+        create::<DatabricksAppConnection>(
+            &world,
+            b,
+            name,
+            json!({"redirectUrls": ["https://b.example.com/cb"], "confidential": confidential}),
+        )
+        .await;
+        wait_condition::<DatabricksAppConnection>(b, name, "Ready", "True", None).await;
+    }
+    assert!(
+        world.writes_to(&portal_a).await.is_empty() && world.writes_to(&vault_a).await.is_empty(),
+        "team-a's integrations were written: {:?}",
+        world.operator.emulator.stats().await.write_paths
+    );
+    let remote = world.operator.admin.get_custom_app(&portal_a).await.expect("team-a's portal exists");
+    assert_eq!(remote.redirect_urls, ["https://a.example.com/cb"]);
+    world.operator.admin.get_custom_app(&vault_a).await.expect("team-a's vault exists");
+    let secret_after =
+        secret_data(&world, a, "vault-oauth-client").await.expect("secret")["DATABRICKS_CLIENT_SECRET"]
+            .clone();
+    assert_eq!(secret_after, vault_secret, "team-a's client secret is untouched");
+    // Exactly one integration per object: no duplicate left by the lost answers.
+    let listed = world.operator.admin.list_custom_apps().await.expect("apps");
+    for name in ["portal", "vault"] {
+        assert_eq!(listed.iter().filter(|x| x.name == name).count(), 2, "{name}: one each, no leftover");
+    }
+    world.nothing_written_elsewhere().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_never_trusted_as_identity() {
+    let world = World::new(|a, b| {
+        json!({"delegations": [{"namespaces": {"names": [a, b]}, "appConnections": true, "trustPolicies": true}]})
+    })
+    .await;
+    let (a, b) = (&world.a, &world.b);
+    grant_status(&world.env, b).await;
+    let (victim, victim_secret) = ready_principal(&world, a, "victim", json!({"credentials": {}})).await;
+    let (thief, _) = ready_principal(&world, b, "thief", json!({"credentials": {}})).await;
+    let victim_app =
+        ready_app(&world, a, "victim-app", json!({"redirectUrls": ["https://a.example.com/cb"]})).await;
+    ready_app(&world, b, "thief-app", json!({"redirectUrls": ["https://evil.example.com/cb"]})).await;
+
+    // team-b points its objects' status at team-a's principal and integration.
+    let sps = api::<ServicePrincipal>(b);
+    merge::<ServicePrincipal>(
+        b,
+        "thief",
+        json!({"status": {"id": victim.id, "applicationId": victim.application_id}}),
+        true,
+    )
+    .await;
+    merge::<DatabricksAppConnection>(b, "thief-app", json!({"status": {"integrationId": victim_app}}), true)
+        .await;
+    // Changes make the next passes full ones.
+    merge::<ServicePrincipal>(b, "thief", annotate("oauth.databricks-operator.io/rotate", json!("1")), false)
+        .await;
+    api::<DatabricksAppConnection>(b)
+        .patch(
+            "thief-app",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"redirectUrls": ["https://evil.example.com/cb2"]}})),
+        )
+        .await
+        .expect("patch");
+
+    let noted = wait_for(TIMEOUT, || async {
+        let sp = events(&world, b, "thief", "IdentityMismatch").await;
+        let app = events(&world, b, "thief-app", "IdentityMismatch").await;
+        (!sp.is_empty() && !app.is_empty()).then_some(())
+    })
+    .await;
+    assert!(noted.is_ok(), "both mismatches are reported as events");
+    // Each object goes back to its own remote object.
+    wait_for(TIMEOUT, || async {
+        let sp = sps.get("thief").await.ok()?;
+        (sp.status?.id.as_deref() == Some(thief.id.as_str())).then_some(())
+    })
+    .await
+    .expect("the thief's status names its own principal again");
+    wait_condition::<ServicePrincipal>(b, "thief", "Ready", "True", None).await;
+    wait_condition::<DatabricksAppConnection>(b, "thief-app", "Ready", "True", None).await;
+    assert_ne!(integration_of(b, "thief-app").await, victim_app);
+
+    // An id that is not an id goes nowhere.
+    merge::<ServicePrincipal>(b, "thief", json!({"status": {"id": "../../accounts/x"}}), true).await;
+    merge::<ServicePrincipal>(b, "thief", annotate("oauth.databricks-operator.io/rotate", json!("2")), false)
+        .await;
+    wait_for(TIMEOUT, || async {
+        (events(&world, b, "thief", "IdentityMismatch").await.len() >= 2).then_some(())
+    })
+    .await
+    .expect("the invalid id is reported");
+
+    // A trust policy on a principal whose object's status was pointed elsewhere refuses to act. Pausing the
+    // thief keeps the forged id in place (a paused object makes no Databricks writes and no repairs).
+    merge::<ServicePrincipal>(
+        b,
+        "thief",
+        annotate("oauth.databricks-operator.io/paused", json!("true")),
+        false,
+    )
+    .await;
+    wait_condition::<ServicePrincipal>(b, "thief", "Ready", "False", Some("Paused")).await;
+    merge::<ServicePrincipal>(
+        b,
+        "thief",
+        json!({"status": {"id": victim.id, "applicationId": victim.application_id}}),
+        true,
+    )
+    .await;
+    create::<TrustPolicy>(
+        &world,
+        b,
+        "thief-trust",
+        json!({"servicePrincipalRef": {"name": "thief"}, "policyId": "pinned",
+        "oidc": {"issuer": "https://evil.example.com", "subject": "me"}}),
+    )
+    .await;
+    wait_condition::<TrustPolicy>(b, "thief-trust", "Ready", "False", Some("ServicePrincipalMismatch")).await;
+
+    // Deleting the thief with its status pointing at the victim deletes the thief's own principal only.
+    merge::<ServicePrincipal>(
+        b,
+        "thief",
+        annotate("oauth.databricks-operator.io/paused", json!(null)),
+        false,
+    )
+    .await;
+    api::<TrustPolicy>(b).delete("thief-trust", &DeleteParams::default()).await.expect("delete");
+    sps.delete("thief", &DeleteParams::default()).await.expect("delete");
+    wait_for(TIMEOUT, || async { sps.get_opt("thief").await.ok()?.is_none().then_some(()) })
+        .await
+        .expect("gone");
+    assert!(
+        world.operator.admin.get_service_principal(&thief.id).await.is_err(),
+        "the thief's own principal was deleted"
+    );
+
+    // The victim: no write ever named it, and its credentials work.
+    assert!(world.writes_to(&victim.id).await.iter().all(|w| !w.contains("federationPolicies")));
+    let victim_writes = world.writes_to(&victim.id).await;
+    assert!(
+        victim_writes.iter().all(|w| w.starts_with("POST") && w.ends_with("/credentials/secrets"))
+            && victim_writes.len() == 1,
+        "only team-a's own pass minted on its principal: {victim_writes:?}"
+    );
+    assert!(world.writes_to(&victim_app).await.is_empty(), "team-a's integration was written");
+    world.operator.admin.get_service_principal(&victim.id).await.expect("the victim exists");
+    assert!(
+        world.operator.works(&victim.application_id, &victim_secret).await,
+        "the victim's secret still works"
+    );
+    let app =
+        world.operator.admin.get_custom_app(&victim_app).await.expect("the victim's integration exists");
+    assert_eq!(app.redirect_urls, ["https://a.example.com/cb"]);
+    world.nothing_written_elsewhere().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_policies_never_take_over_a_policy_they_did_not_create() {
+    let world =
+        World::new(|a, _b| json!({"delegations": [{"namespaces": {"names": [a]}, "trustPolicies": true}]}))
+            .await;
+    let (a, b) = (&world.a, &world.b);
+    let (principal, _) = ready_principal(&world, a, "shared", json!({"credentials": {}})).await;
+    let oidc = |subject: &str| json!({"issuer": "https://issuer.example.com", "subject": subject});
+    create::<TrustPolicy>(
+        &world,
+        a,
+        "first",
+        json!({"servicePrincipalRef": {"name": "shared"}, "policyId": "pinned", "oidc": oidc("ci")}),
+    )
+    .await;
+    wait_condition::<TrustPolicy>(a, "first", "Ready", "True", None).await;
+    let before = world.operator.admin.get_federation_policy(&principal.id, "pinned").await.expect("policy");
+
+    create::<TrustPolicy>(
+        &world,
+        a,
+        "second",
+        json!({"servicePrincipalRef": {"name": "shared"}, "policyId": "pinned", "oidc": oidc("attacker")}),
+    )
+    .await;
+    let message = wait_condition::<TrustPolicy>(a, "second", "Ready", "False", Some("PolicyConflict")).await;
+    assert!(message.contains("did not create"), "{message}");
+    let after = world.operator.admin.get_federation_policy(&principal.id, "pinned").await.expect("policy");
+    assert_eq!(after.oidc_policy, before.oidc_policy, "the first policy is untouched");
+    assert_eq!(after.uid, before.uid);
+    // Deleting the loser leaves the winner's policy in place.
+    api::<TrustPolicy>(a).delete("second", &DeleteParams::default()).await.expect("delete");
+    wait_for(TIMEOUT, || async {
+        api::<TrustPolicy>(a).get_opt("second").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .expect("gone");
+    world.operator.admin.get_federation_policy(&principal.id, "pinned").await.expect("still there");
+
+    // Trust policies need a grant: team-b has none.
+    ready_principal(&world, b, "b-principal", json!({})).await;
+    create::<TrustPolicy>(
+        &world,
+        b,
+        "b-trust",
+        json!({"servicePrincipalRef": {"name": "b-principal"}, "oidc": oidc("x")}),
+    )
+    .await;
+    let message = wait_condition::<TrustPolicy>(b, "b-trust", "Ready", "False", Some("NotDelegated")).await;
+    assert!(message.contains("trustPolicies"), "{message}");
+    world.nothing_written_elsewhere().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_credentials_and_token_files_come_only_from_where_the_operator_allows() {
+    let world = World::new(|_, _| json!({})).await;
+    // The account of this world already reads its Secret from the operator's namespace. A second account points at
+    // a tenant's Secret, a third at a token file outside the token directory.
+    let accounts: Api<DatabricksAccount> = Api::all(world.env.client.clone());
+    let tenant_secret: Secret = serde_json::from_value(json!({"metadata": {"name": "planted"},
+        "stringData": {"DATABRICKS_CLIENT_ID": ADMIN_ID, "DATABRICKS_CLIENT_SECRET": "x"}}))
+    .expect("secret");
+    Api::<Secret>::namespaced(world.env.client.clone(), &world.a.namespace)
+        .create(&PostParams::default(), &tenant_secret)
+        .await
+        .expect("secret");
+    let host = world.operator.emulator.url();
+    let cases = [
+        (
+            "elsewhere",
+            json!({"oauthM2M": {"secretRef": {"namespace": world.a.namespace, "name": "planted"}}}),
+            "CredentialsNamespaceNotAllowed",
+        ),
+        ("any-file", json!({"workloadIdentity": {"tokenPath": "/etc/hostname"}}), "TokenPathNotAllowed"),
+    ];
+    for (name, auth, reason) in &cases {
+        let account: DatabricksAccount =
+            serde_json::from_value(json!({"metadata": {"name": format!("{}-{name}", world.env.namespace)},
+            "spec": {"accountId": support::operator::ACCOUNT_ID, "host": host, "auth": auth}}))
+            .expect("account");
+        accounts.create(&PostParams::default(), &account).await.expect("account");
+        let name = account.name_any();
+        let found = wait_for(TIMEOUT, || async {
+            let status = accounts.get(&name).await.ok()?.status?;
+            status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.status == "False" && c.reason == *reason)
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not say {reason}"));
+        assert!(
+            found.message.contains("--credentials-namespace") || found.message.contains("--token-dir"),
+            "{}",
+            found.message
+        );
+    }
+    // The default account says what its namespaces may do.
+    let ready = world.operator.wait_account(&world.env, "True").await;
+    assert!(ready.message.contains("no delegations"), "{}", ready.message);
+}
