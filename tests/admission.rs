@@ -700,6 +700,16 @@ async fn kubectl_explains_and_lists_the_kinds() {
         assert!(header.contains(column), "column {column} in {header:?}");
     }
     assert!(listed.contains("listed"), "{listed}");
+    // The expiry column shows a future time as it is (a `date` column would print `<invalid>`).
+    let principals: kube::Api<databricks_oauth_operator::crd::ServicePrincipal> =
+        kube::Api::namespaced(env.client.clone(), &env.namespace);
+    let expiry = json!({"status": {"credentials": {"expireTime": "2030-01-01T00:00:00Z"}}});
+    principals
+        .patch_status("listed", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&expiry))
+        .await
+        .expect("status");
+    let wide = kubectl(&["get", "dbxsp", "listed", "-o", "wide", "-n", &env.namespace]);
+    assert!(wide.contains("2030-01-01T00:00:00Z") && !wide.contains("<invalid>"), "{wide}");
     let everything = kubectl(&["get", "databricks", "-n", &env.namespace]);
     assert!(everything.contains("serviceprincipal.oauth.databricks-operator.io/listed"), "{everything}");
 }

@@ -442,7 +442,7 @@ async fn adoption_takes_only_what_was_granted_and_only_once() {
     .await;
     let message =
         wait_condition::<ServicePrincipal>(a, "legacy", "Ready", "False", Some("AdoptRefused")).await;
-    assert!(message.contains("allows no deactivation"), "{message}");
+    assert!(message.contains("allows no changes"), "{message}");
     assert!(world.operator.admin.get_service_principal(&legacy.id).await.expect("legacy").active);
     api::<ServicePrincipal>(a)
         .patch("legacy", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"active": true}})))
@@ -657,6 +657,26 @@ async fn app_connections_of_the_same_name_never_interfere() {
     for name in ["portal", "vault"] {
         assert_eq!(listed.iter().filter(|x| x.name == name).count(), 2, "{name}: one each, no leftover");
     }
+    // A create Databricks refuses leaves no standing intent behind: a later integration of that name is never
+    // taken for this object's leftover.
+    // (twice: the failed pass's own status write wakes it once more)
+    world.operator.emulator.add_fault(FaultRule::status("apps.create", 400).times(2)).await;
+    let refused: DatabricksAppConnection =
+        create(&world, a, "refused", json!({"redirectUrls": ["https://a.example.com/cb"]})).await;
+    wait_condition::<DatabricksAppConnection>(
+        a,
+        "refused",
+        "Ready",
+        "False",
+        Some("DatabricksRequestRejected"),
+    )
+    .await;
+    let accounts: Api<DatabricksAccount> = Api::all(world.env.client.clone());
+    let ledger = accounts.get(&world.operator.account).await.expect("account").status.expect("status");
+    let record = &ledger.app_connections[&refused.uid().expect("uid")];
+    assert_eq!((record.integration_id.as_ref(), record.creating_since.as_ref()), (None, None), "{record:?}");
+    merge::<DatabricksAppConnection>(a, "refused", annotate("test/retry", json!("1")), false).await;
+    wait_condition::<DatabricksAppConnection>(a, "refused", "Ready", "True", None).await;
     world.nothing_written_elsewhere().await;
 }
 

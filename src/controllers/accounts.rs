@@ -45,6 +45,9 @@ pub struct Registry {
     clients: Mutex<HashMap<String, Entry>>,
     /// The account controller's store, read instead of the apiserver on every pass.
     store: std::sync::Mutex<Option<Store<DatabricksAccount>>>,
+    /// The newest generation of each account any watch has seen: a store that lags it (a grant just revoked)
+    /// is not trusted.
+    newest: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 struct Entry {
@@ -68,9 +71,20 @@ impl Registry {
         }
     }
 
+    /// Notes that a watch saw `account` (see `newest`).
+    pub fn saw(&self, account: &DatabricksAccount) {
+        if let (Ok(mut newest), Some(generation)) = (self.newest.lock(), account.metadata.generation) {
+            let entry = newest.entry(account.name_any()).or_insert(generation);
+            *entry = (*entry).max(generation);
+        }
+    }
+
     async fn account(&self, ctx: &Context, name: &str) -> Result<DatabricksAccount, Error> {
         let cached = self.store.lock().ok().and_then(|s| s.as_ref()?.get(&ObjectRef::new(name)));
-        if let Some(account) = cached {
+        let newest = self.newest.lock().ok().and_then(|n| n.get(name).copied());
+        if let Some(account) = cached
+            && newest.is_none_or(|n| account.metadata.generation.is_some_and(|g| g >= n))
+        {
             return Ok(account.as_ref().clone());
         }
         // Not in the store (yet): ask the apiserver, so a missing account is reported correctly.

@@ -488,7 +488,16 @@ async fn cleanup(app: Arc<DatabricksAppConnection>, ctx: &Context) -> Result<Act
         forget().await?;
         return Ok(Action::await_change());
     }
-    let access = ctx.accounts.client_for(ctx, account, &app.namespace().unwrap_or_default()).await?;
+    let access = match ctx.accounts.client_for(ctx, account, &app.namespace().unwrap_or_default()).await {
+        Ok(access) => access,
+        Err(err) if lifecycle::cleanup_abandons(&err) => {
+            let note = format!("Left app integration {id} in Databricks: {err}");
+            ctx.event(app.as_ref(), EventType::Warning, err.reason(), "Delete", &note).await;
+            forget().await?;
+            return Ok(Action::await_change());
+        }
+        Err(err) => return Err(err),
+    };
     access.client.delete_custom_app(&id).await?;
     ctx.event(
         app.as_ref(),

@@ -74,14 +74,23 @@ pub async fn update(
     }
 }
 
-/// A JSON merge patch turning `before` into `after` (removed keys become `null`).
+/// A JSON merge patch turning `before` into `after`: removed keys, and fields a changed record no longer has
+/// (records skip empty fields when serialized), become `null`, or the merge would keep them.
 fn diff<T: Serialize + PartialEq>(before: &BTreeMap<String, T>, after: &BTreeMap<String, T>) -> Value {
     let mut patch = Map::new();
     for key in before.keys().filter(|k| !after.contains_key(*k)) {
         patch.insert(key.clone(), Value::Null);
     }
     for (key, value) in after.iter().filter(|(k, v)| before.get(*k) != Some(*v)) {
-        patch.insert(key.clone(), serde_json::to_value(value).unwrap_or_default());
+        let mut value = serde_json::to_value(value).unwrap_or_default();
+        if let (Some(old), Some(new)) =
+            (before.get(key).and_then(|b| serde_json::to_value(b).ok()), value.as_object_mut())
+        {
+            for field in old.as_object().into_iter().flat_map(|o| o.keys()) {
+                new.entry(field.clone()).or_insert(Value::Null);
+            }
+        }
+        patch.insert(key.clone(), value);
     }
     Value::Object(patch)
 }
@@ -96,5 +105,28 @@ mod tests {
         let after: BTreeMap<String, u8> = [("a".into(), 1), ("b".into(), 5), ("d".into(), 4)].into();
         assert_eq!(diff(&before, &after), json!({"b": 5, "c": null, "d": 4}));
         assert_eq!(diff(&before, &before), json!({}));
+    }
+
+    #[test]
+    fn a_field_a_record_drops_is_cleared() {
+        use crate::crd::AppConnectionRecord;
+        let pending = AppConnectionRecord {
+            namespace: "ns".into(),
+            name: "app".into(),
+            display_name: "app".into(),
+            integration_id: None,
+            creating_since: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-11-30T12:00:00Z".parse().expect("time"),
+            )),
+        };
+        let done = AppConnectionRecord {
+            creating_since: None,
+            integration_id: Some("i-1".into()),
+            ..pending.clone()
+        };
+        let patch = diff(&[("uid".to_owned(), pending)].into(), &[("uid".to_owned(), done)].into());
+        assert_eq!(patch["uid"]["creatingSince"], Value::Null, "{patch}");
+        assert!(patch["uid"].as_object().expect("record").contains_key("creatingSince"), "{patch}");
+        assert_eq!(patch["uid"]["integrationId"], "i-1");
     }
 }

@@ -211,6 +211,19 @@ where
     matches!(intact(obj, ctx, &status).await, Ok(true)).then_some(remaining)
 }
 
+/// Whether a cleanup that failed this way should let the object go and leave its remote objects: the namespace may
+/// no longer use the account, or the account is gone. Waiting would only block the object's (and its
+/// namespace's) deletion forever, and acting is no longer allowed.
+pub fn cleanup_abandons(err: &Error) -> bool {
+    matches!(err, Error::Account { reason: "NamespaceNotAllowed" | "AccountNotFound", .. })
+}
+
+/// Whether the `oauth.databricks-operator.io/deletion-policy: orphan` annotation is set: the escape hatch that
+/// leaves everything in Databricks and makes no Databricks call.
+pub fn orphaned_by_annotation<K: Resource>(obj: &K) -> bool {
+    obj.annotations().get(super::ANNOTATION_DELETION_POLICY).is_some_and(|v| v.eq_ignore_ascii_case("orphan"))
+}
+
 /// Before a remote delete: an orphaned object only says so; a paused one waits (it makes no Databricks writes).
 /// Returns whether the remote delete may go ahead.
 pub async fn may_delete_remote<K: Managed>(

@@ -32,7 +32,7 @@ use kube::{
     },
 };
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 pub use error::Error;
 
@@ -245,9 +245,13 @@ where
     if current == desired {
         return Ok(());
     }
-    let patch: json_patch::Patch =
-        serde_json::from_value(json!([{"op": "add", "path": "/status", "value": desired}]))
-            .unwrap_or_default();
+    // Only onto the object the status was computed for, never onto a namesake created meanwhile.
+    let mut operations = Vec::new();
+    if let Some(uid) = obj.uid() {
+        operations.push(json!({"op": "test", "path": "/metadata/uid", "value": uid}));
+    }
+    operations.push(json!({"op": "add", "path": "/status", "value": desired}));
+    let patch: json_patch::Patch = serde_json::from_value(Value::Array(operations)).unwrap_or_default();
     let params = PatchParams { field_manager: Some(MANAGER.to_owned()), ..PatchParams::default() };
     api.patch_status(&obj.name_any(), &params, &Patch::<()>::Json(patch))
         .await
@@ -458,6 +462,7 @@ where
 {
     let changes = AccountChanges::default();
     move |account: DatabricksAccount| {
+        ctx.accounts.saw(&account);
         if !changes.changed(&account) {
             return Vec::new();
         }

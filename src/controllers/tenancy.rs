@@ -176,7 +176,7 @@ pub struct IdentityChanges {
 
 /// What a ServicePrincipal may change of its principal's name and active flag. A created principal follows the
 /// spec (the name defaults to the object's). An adopted one (`adoption` = its grant's deletion allowance) keeps
-/// its name unless the spec sets one, and its active flag moves only under a grant that allows at least
+/// its name unless the spec sets one, and its name and active flag change only under a grant that allows at least
 /// `Deactivate`: re-enabling a principal the platform disabled is as much a power as disabling it.
 pub fn identity_changes(
     remote: &RemotePrincipal,
@@ -189,25 +189,27 @@ pub fn identity_changes(
         None => Some(spec_name.unwrap_or(default_name)),
         Some(_) => spec_name,
     };
-    let mut changes = IdentityChanges {
+    let changes = IdentityChanges {
         display_name: name.filter(|n| *n != remote.display_name).map(str::to_owned),
         active: (remote.active != active).then_some(active),
     };
-    if let (Some(allowed), Some(_)) = (adoption, changes.active) {
-        if rank(allowed.unwrap_or(PrincipalDeletionPolicy::Orphan))
-            < rank(PrincipalDeletionPolicy::Deactivate)
-        {
-            return Err(Refusal {
-                reason: "AdoptRefused",
-                message: format!(
-                    "Setting active={active} on adopted service principal {} is refused: its adoption grant allows \
-                     no deactivation (deletionPolicy Deactivate or Delete in spec.delegations[].adopt). Set \
-                     spec.active to {} or ask for the grant. Nothing was changed in Databricks",
-                    remote.application_id, remote.active
-                ),
-            });
-        }
-        changes.active = Some(active);
+    let limited = adoption.is_some_and(|allowed| {
+        rank(allowed.unwrap_or(PrincipalDeletionPolicy::Orphan)) < rank(PrincipalDeletionPolicy::Deactivate)
+    });
+    if limited && changes != IdentityChanges::default() {
+        let what = match &changes.display_name {
+            Some(name) => format!("Renaming adopted service principal {} to {name:?}", remote.application_id),
+            None => format!("Setting active={active} on adopted service principal {}", remote.application_id),
+        };
+        return Err(Refusal {
+            reason: "AdoptRefused",
+            message: format!(
+                "{what} is refused: its adoption grant allows no changes to it (deletionPolicy Deactivate or \
+                 Delete in spec.delegations[].adopt). Match spec.active ({}) and spec.displayName ({:?}) to the \
+                 principal, or ask for the grant. Nothing was changed in Databricks",
+                remote.active, remote.display_name
+            ),
+        });
     }
     Ok(changes)
 }
@@ -448,10 +450,20 @@ mod tests {
             identity_changes(&remote, None, "obj", true, Some(Some(Orphan))),
             Ok(IdentityChanges::default())
         );
-        let renamed = identity_changes(&remote, Some("etl"), "obj", true, Some(None)).expect("rename");
+        let renamed =
+            identity_changes(&remote, Some("etl"), "obj", true, Some(Some(Deactivate))).expect("rename");
         assert_eq!(renamed.display_name.as_deref(), Some("etl"));
+        assert!(
+            identity_changes(&remote, Some("etl"), "obj", true, Some(None)).is_err(),
+            "no renaming either"
+        );
+        assert_eq!(
+            identity_changes(&remote, Some("p"), "obj", true, Some(None)),
+            Ok(IdentityChanges::default())
+        );
         let refused = identity_changes(&remote, None, "obj", false, Some(Some(Orphan))).expect_err("refused");
         assert_eq!(refused.reason, "AdoptRefused");
+        assert!(refused.message.contains("allows no changes"), "{refused:?}");
         let mut disabled = remote.clone();
         disabled.active = false;
         assert!(identity_changes(&disabled, None, "obj", true, Some(None)).is_err(), "no re-enabling either");

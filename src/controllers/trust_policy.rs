@@ -99,9 +99,33 @@ async fn principal_object(ctx: &Context, policy: &TrustPolicy) -> Result<Service
 /// object's own (its status alone proves nothing).
 async fn principal(ctx: &Context, policy: &TrustPolicy) -> Result<(Access, String, String), Error> {
     let sp = principal_object(ctx, policy).await?;
+    confirmed(ctx, policy, &sp).await
+}
+
+/// Like [`principal`], but not while the ServicePrincipal is being deleted: its cleanup removes the policies put
+/// on it, and a policy created meanwhile would outlive it (its own deletion event wakes this controller).
+async fn principal_to_write(ctx: &Context, policy: &TrustPolicy) -> Result<(Access, String, String), Error> {
+    let sp = principal_object(ctx, policy).await?;
+    if sp.metadata.deletion_timestamp.is_some() {
+        return Err(Error::Waiting {
+            reason: "ServicePrincipalDeleting",
+            message: format!(
+                "ServicePrincipal {} is being deleted; nothing is written for it",
+                sp.name_any()
+            ),
+        });
+    }
+    confirmed(ctx, policy, &sp).await
+}
+
+async fn confirmed(
+    ctx: &Context,
+    policy: &TrustPolicy,
+    sp: &ServicePrincipal,
+) -> Result<(Access, String, String), Error> {
     let namespace = policy.namespace().unwrap_or_default();
     let access = ctx.accounts.client_for(ctx, &sp.spec.account_ref.name, &namespace).await?;
-    let remote = service_principal::confirmed_principal(ctx, &access, &sp).await?;
+    let remote = service_principal::confirmed_principal(ctx, &access, sp).await?;
     Ok((access, remote.id, remote.application_id))
 }
 
@@ -170,7 +194,7 @@ async fn desired(
 
 async fn converge(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStatus) -> Result<(), Error> {
     let generation = policy.metadata.generation;
-    let (access, sp_id, app_id) = principal(ctx, policy).await?;
+    let (access, sp_id, app_id) = principal_to_write(ctx, policy).await?;
     access.grants.check_kind(DelegatedKind::TrustPolicy)?;
     let Access { account, client, .. } = &access;
     let (oidc, audience) = desired(ctx, policy, &account.spec.account_id).await?;
@@ -472,6 +496,11 @@ async fn cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Erro
     let (access, sp_id, _) = match principal(ctx, &policy).await {
         Ok(found) => found,
         Err(Error::Waiting { .. }) => return Ok(Action::await_change()),
+        Err(err) if lifecycle::cleanup_abandons(&err) => {
+            let note = format!("Left federation policy {id} in Databricks: {err}");
+            ctx.event(policy.as_ref(), EventType::Warning, err.reason(), "Delete", &note).await;
+            return Ok(Action::await_change());
+        }
         Err(err) => return Err(err),
     };
     match access.client.get_federation_policy(&sp_id, &id).await {

@@ -31,9 +31,10 @@ use super::{AccountRef, OutputTemplate};
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(name = "Application ID", type_ = "string", json_path = ".status.applicationId"),
+    // A string, not a date: kubectl prints a future date as `<invalid>`.
     printcolumn(
         name = "Expires",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.credentials.expireTime",
         priority = 1
     ),
@@ -76,7 +77,7 @@ pub struct ServicePrincipalSpec {
     /// this namespace by the account (`spec.delegations[].adopt`, or a `singleTenant` account); the operator's own
     /// identity, account admins and principals another object created or adopted are always refused
     /// (`reason=AdoptRefused`). An adopted principal keeps its display name unless `displayName` is set, and its
-    /// active flag changes only if the grant allows deactivation.
+    /// name and active flag change only if the grant allows deactivation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("adopt is immutable"))]
     pub adopt: Option<Adopt>,

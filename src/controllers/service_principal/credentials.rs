@@ -161,8 +161,12 @@ pub(super) async fn converge_credentials(
         .filter(|s| {
             !adopted
                 || minting_since.is_some_and(|since| {
-                    parse_time(s.create_time.as_deref())
-                        .is_some_and(|c| c >= since - SignedDuration::from_secs(5))
+                    // Only what an interrupted mint can have made: created within its request's time after the
+                    // recorded intent, never a secret someone else added later.
+                    parse_time(s.create_time.as_deref()).is_some_and(|c| {
+                        c >= since - SignedDuration::from_secs(5)
+                            && c <= since + SignedDuration::from_secs(180)
+                    })
                 })
         })
         .cloned()

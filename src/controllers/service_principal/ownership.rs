@@ -298,15 +298,25 @@ async fn release_claim(sp: &ServicePrincipal, ctx: &Context) -> Result<(), Error
 /// Deletion: act (per the deletion policy, lowered to the adoption grant) only on a principal confirmed to be
 /// this object's own; a status id that is not is left alone.
 pub(super) async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<Action, Error> {
+    // The cached object may lag the last pass's status (a secret just minted): read it fresh.
+    let api = lifecycle::api(ctx, sp.as_ref());
+    let sp = match api.get_opt(&sp.name_any()).await {
+        Ok(Some(fresh)) if fresh.uid() == sp.uid() => Arc::new(fresh),
+        _ => sp,
+    };
     let requested = super::deletion_policy(&sp);
     let id = sp.status.as_ref().and_then(|s| s.id.clone());
+    let adopted = sp.spec.adopt.is_some();
     // Without a recorded id only a created principal can exist (a create whose status write was lost).
-    if id.is_none() && (sp.spec.adopt.is_some() || requested == PrincipalDeletionPolicy::Orphan) {
+    if id.is_none() && (adopted || requested == PrincipalDeletionPolicy::Orphan) {
         release_claim(&sp, ctx).await?;
         return Ok(Action::await_change());
     }
     let remote = format!("service principal {}", id.as_deref().unwrap_or("(found by its tag)"));
-    let orphan = requested == PrincipalDeletionPolicy::Orphan;
+    // The orphan annotation is the escape hatch: no Databricks call at all. An adopted principal left by its
+    // policy still loses what this object added to it (below).
+    let escape = lifecycle::orphaned_by_annotation(sp.as_ref());
+    let orphan = escape || (requested == PrincipalDeletionPolicy::Orphan && !adopted);
     if !lifecycle::may_delete_remote(sp.as_ref(), ctx, orphan, &remote).await? {
         release_claim(&sp, ctx).await?;
         return Ok(Action::await_change());
@@ -314,13 +324,27 @@ pub(super) async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<
     let namespace = sp.namespace().unwrap_or_default();
     let access = match ctx.accounts.client_for(ctx, &sp.spec.account_ref.name, &namespace).await {
         Ok(access) => access,
-        // Never recorded and the account is not usable: nothing was made for this object through it.
-        Err(Error::Account { .. }) if id.is_none() => return Ok(Action::await_change()),
+        // The namespace may no longer use the account (or it is gone): act on nothing, and never block the
+        // object's (or its namespace's) deletion.
+        Err(err) if id.is_none() || lifecycle::cleanup_abandons(&err) => {
+            let note = format!("Left {remote} in Databricks: {err}");
+            ctx.event(sp.as_ref(), EventType::Warning, err.reason(), "Delete", &note).await;
+            release_claim(&sp, ctx).await?;
+            return Ok(Action::await_change());
+        }
         Err(err) => return Err(err),
     };
-    let Some(principal) = own_principal(&sp, ctx, &access, id.as_deref()).await? else {
-        release_claim(&sp, ctx).await?;
-        return Ok(Action::await_change());
+    let principal = match own_principal(&sp, ctx, &access, id.as_deref()).await {
+        Ok(Some(principal)) => principal,
+        Ok(None) => {
+            release_claim(&sp, ctx).await?;
+            return Ok(Action::await_change());
+        }
+        // Nothing was recorded and Databricks refuses the look-up: there is nothing known to act on.
+        Err(Error::Databricks(err)) if id.is_none() && !err.is_retryable() => {
+            return Ok(Action::await_change());
+        }
+        Err(err) => return Err(err),
     };
     let policy = match &sp.spec.adopt {
         None => requested,
@@ -350,6 +374,10 @@ pub(super) async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<
         for secret in creds.secret_id.iter().chain(creds.retiring.iter().map(|r| &r.secret_id)) {
             client.delete_secret(&id, secret).await?;
         }
+        super::super::trust_policy::remove_policies_on(ctx, client, &sp, &id).await?;
+        // Without the claim no TrustPolicy pass confirms the principal any more; one that did just before may
+        // have created a policy since the removal above, so look once more.
+        release_claim(&sp, ctx).await?;
         super::super::trust_policy::remove_policies_on(ctx, client, &sp, &id).await?;
     }
     match policy {
@@ -445,7 +473,10 @@ pub async fn confirmed_principal(
     let confirmed = tenancy::stands_for(&principal, &uid, adopt)
         && match adopt {
             None => true,
-            Some(app_id) => access.grants.adoption(app_id).is_some() && holds_claim(sp, ctx).await?,
+            // Still a principal it may adopt (not since made an admin or the operator's identity), and its claim.
+            Some(_) => {
+                adoption_refusal(sp, ctx, access, &principal).await?.is_none() && holds_claim(sp, ctx).await?
+            }
         };
     if !confirmed {
         return Err(Error::Waiting {
