@@ -26,7 +26,7 @@ for path in "scim/v2/ServicePrincipals?startIndex=1&count=100" "oauth2/custom-ap
   echo "== GET /api/2.0/accounts/{id}/$path"
   result=$(wrk -t2 -c32 -d10s --latency -H "$auth" "$url/api/2.0/accounts/$account/$path")
   echo "$result" | grep -E "Requests/sec|Latency |50%|99%|Non-2xx|Socket errors" || true
-  echo "$result" | grep -qE "Non-2xx|Socket errors" && status=1
+  grep -E "Non-2xx|Socket errors" <<<"$result" >/dev/null && status=1
 done
 echo "== token endpoint (client credentials)"
 lua=$(mktemp --suffix .lua)
@@ -39,6 +39,6 @@ LUA
 result=$(wrk -t2 -c32 -d10s --latency -s "$lua" "$url/oidc/accounts/$account/v1/token")
 rm -f "$lua"
 echo "$result" | grep -E "Requests/sec|Latency |50%|99%|Non-2xx|Socket errors" || true
-echo "$result" | grep -qE "Non-2xx|Socket errors" && status=1
+grep -E "Non-2xx|Socket errors" <<<"$result" >/dev/null && status=1
 curl -s "$url/_emulator/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); print("emulator counted", s["requests"], "requests,", s["throttled"], "throttled")'
 exit $status

@@ -108,5 +108,6 @@ GO
 fi
 
 "$OUT/kube-apiserver" --version >&2
-"$OUT/etcd" --version 2>&1 | head -1 >&2
+# sed, not head: head exits after one line and etcd may still be writing (SIGPIPE, exit 141 under pipefail).
+"$OUT/etcd" --version 2>&1 | sed -n 1p >&2
 echo "$OUT"
