@@ -11,7 +11,10 @@ use k8s_openapi::{
 use kube::{Api, ResourceExt, runtime::events::EventType};
 
 use super::super::{ANNOTATION_ROTATE, Context, Error, conditions, lifecycle, patch_status, secrets};
-use super::Principal;
+use super::{
+    Principal,
+    rotation::{self, parse_time},
+};
 use crate::{
     crd::{Credentials, RetiringSecret, ServicePrincipal, ServicePrincipalStatus},
     databricks::{
@@ -19,10 +22,6 @@ use crate::{
         types::{SecretInfo, ServicePrincipal as RemotePrincipal},
     },
 };
-
-fn parse_time(value: Option<&str>) -> Option<Timestamp> {
-    value.and_then(|v| v.parse::<Timestamp>().ok())
-}
 
 /// Go-style duration (`2160h`, `90m`, `1h30m`) as validated by the CRD.
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -103,7 +102,9 @@ pub(super) async fn converge_credentials(
         false => client.list_secrets(&principal.id).await?,
     };
     let now = Timestamp::now();
-    let mut creds = status.credentials.take().unwrap_or_default();
+    // A copy: if the pass fails midway, status keeps what was last recorded (every step is safe to redo from
+    // it), not a half-updated record or none.
+    let mut creds = status.credentials.clone().unwrap_or_default();
     creds.secret_name = Some(secret_name.clone());
 
     // What the Secret publishes, if its content is intact and the secret still exists in Databricks.
@@ -155,22 +156,8 @@ pub(super) async fn converge_credentials(
         .chain(creds.retiring.iter().map(|r| r.secret_id.as_str()))
         .collect();
     let minting_since = creds.minting_since.as_ref().map(|t| t.0);
-    let leftovers: Vec<SecretInfo> = remote
-        .iter()
-        .filter(|s| !known.contains(&s.id.as_str()))
-        .filter(|s| {
-            !adopted
-                || minting_since.is_some_and(|since| {
-                    // Only what an interrupted mint can have made: created within its request's time after the
-                    // recorded intent, never a secret someone else added later.
-                    parse_time(s.create_time.as_deref()).is_some_and(|c| {
-                        c >= since - SignedDuration::from_secs(5)
-                            && c <= since + SignedDuration::from_secs(180)
-                    })
-                })
-        })
-        .cloned()
-        .collect();
+    let leftovers: Vec<SecretInfo> =
+        rotation::leftovers(&remote, &known, adopted, minting_since).into_iter().cloned().collect();
     for leftover in &leftovers {
         client.delete_secret(&principal.id, &leftover.id).await?;
         let message =
@@ -185,24 +172,18 @@ pub(super) async fn converge_credentials(
     let current = published_id.as_ref().and_then(|id| remote.iter().find(|s| &s.id == id));
     let expire = current.and_then(|s| parse_time(s.expire_time.as_deref()));
     let renew_at = expire.map(|e| e - to_signed(renew_before));
-    let due = renew_at.is_some_and(|r| r <= now);
     let data_value = intact.and_then(|p| p.data.get("DATABRICKS_CLIENT_SECRET").cloned());
 
-    if published_id.is_none() || due || rotate_requested {
-        let why = if published_id.is_none() {
-            "Created"
-        } else if rotate_requested {
-            "RotationRequested"
-        } else {
-            "RotationDue"
-        };
+    if let Some(why) = rotation::mint(published_id.is_some(), rotate_requested, renew_at, now) {
         // At most 5 secrets: make room by retiring early, never by touching secrets the operator does not know.
-        if remote.len() >= crate::databricks::MAX_SECRETS_PER_PRINCIPAL {
-            creds.retiring.sort_by_key(|r| r.delete_after.0);
-            if let Some(oldest) = (!creds.retiring.is_empty()).then(|| creds.retiring.remove(0)) {
+        let limit = crate::databricks::MAX_SECRETS_PER_PRINCIPAL;
+        match rotation::make_room(remote.len(), limit, &mut creds.retiring) {
+            Ok(None) => {}
+            Ok(Some(oldest)) => {
                 client.delete_secret(&principal.id, &oldest.secret_id).await?;
                 remote.retain(|s| s.id != oldest.secret_id);
-            } else {
+            }
+            Err(()) => {
                 return Err(Error::NeedsAttention {
                     reason: "SecretLimitReached",
                     message: format!(
@@ -250,7 +231,7 @@ pub(super) async fn converge_credentials(
         }
         remote.push(created.info.clone());
         let message = format!("Published secret {} in Secret {secret_name}", created.info.id);
-        ctx.event(sp, EventType::Normal, why, "Publish", &message).await;
+        ctx.event(sp, EventType::Normal, why.reason(), "Publish", &message).await;
     } else if let (Some(value), Some(id)) = (data_value.as_ref(), published_id.as_ref()) {
         // Keep the non-secret keys, labels and annotations current without minting.
         let data = secret_data(
@@ -272,18 +253,14 @@ pub(super) async fn converge_credentials(
     }
 
     // Retire what the grace period has passed.
-    let mut kept = Vec::new();
-    for retiring in std::mem::take(&mut creds.retiring) {
-        if retiring.delete_after.0 <= now {
-            client.delete_secret(&principal.id, &retiring.secret_id).await?;
-            let message =
-                format!("Deleted replaced secret {} after the rotation grace period", retiring.secret_id);
-            ctx.event(sp, EventType::Normal, "SecretRetired", "Delete", &message).await;
-        } else {
-            kept.push(retiring);
-        }
-    }
+    let (due, kept) = rotation::past_grace(std::mem::take(&mut creds.retiring), now);
     creds.retiring = kept;
+    for retiring in &due {
+        client.delete_secret(&principal.id, &retiring.secret_id).await?;
+        let message =
+            format!("Deleted replaced secret {} after the rotation grace period", retiring.secret_id);
+        ctx.event(sp, EventType::Normal, "SecretRetired", "Delete", &message).await;
+    }
 
     let current = creds.secret_id.as_ref().and_then(|id| remote.iter().find(|s| &s.id == id));
     creds.create_time = current.and_then(|s| parse_time(s.create_time.as_deref())).map(Time);

@@ -8,6 +8,7 @@
 
 mod credentials;
 mod ownership;
+mod rotation;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

@@ -1,0 +1,169 @@
+//! The secret lifecycle's decisions, apart from the calls that carry them out: which remote secrets are leftovers
+//! of an interrupted mint, whether to mint and why, which retiring secret makes room under the limit of five, and
+//! which retiring secrets the grace period has passed. Pure functions of what a pass read.
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::{crd::RetiringSecret, databricks::types::SecretInfo};
+
+/// How long after a recorded mint intent the interrupted create can have taken effect (the client's request
+/// timeout and retries are well within it).
+pub const MINT_WINDOW: SignedDuration = SignedDuration::from_secs(180);
+/// Clock slack between the operator and Databricks.
+const SLACK: SignedDuration = SignedDuration::from_secs(5);
+
+pub fn parse_time(value: Option<&str>) -> Option<Timestamp> {
+    value.and_then(|v| v.parse::<Timestamp>().ok())
+}
+
+/// Secrets a mint created but never published: unknown ones (not published, not retiring). On a created
+/// principal every unknown secret is one (only the operator makes secrets there); on an adopted one only those
+/// created within [`MINT_WINDOW`] of the recorded intent, never a secret someone else added.
+pub fn leftovers<'a>(
+    remote: &'a [SecretInfo],
+    known: &[&str],
+    adopted: bool,
+    minting_since: Option<Timestamp>,
+) -> Vec<&'a SecretInfo> {
+    let from_interrupted_mint = |secret: &SecretInfo| {
+        minting_since.is_some_and(|since| {
+            parse_time(secret.create_time.as_deref())
+                .is_some_and(|c| c >= since - SLACK && c <= since + MINT_WINDOW)
+        })
+    };
+    remote
+        .iter()
+        .filter(|s| !known.contains(&s.id.as_str()))
+        .filter(|s| !adopted || from_interrupted_mint(s))
+        .collect()
+}
+
+/// Why a pass mints a new secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mint {
+    /// Nothing usable is published.
+    Created,
+    /// The rotate annotation has a new value.
+    RotationRequested,
+    /// `renewTime` has come.
+    RotationDue,
+}
+
+impl Mint {
+    /// The event reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Mint::Created => "Created",
+            Mint::RotationRequested => "RotationRequested",
+            Mint::RotationDue => "RotationDue",
+        }
+    }
+}
+
+/// Whether to mint: nothing published, a rotation asked for, or the published secret's renewal time reached.
+pub fn mint(
+    published: bool,
+    rotate_requested: bool,
+    renew_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Mint> {
+    if !published {
+        Some(Mint::Created)
+    } else if rotate_requested {
+        Some(Mint::RotationRequested)
+    } else if renew_at.is_some_and(|r| r <= now) {
+        Some(Mint::RotationDue)
+    } else {
+        None
+    }
+}
+
+/// Room for one more secret under the limit: nothing to do, retire this one early (the soonest due), or no room
+/// without touching secrets the operator does not know (`Err`).
+pub fn make_room(
+    remote: usize,
+    limit: usize,
+    retiring: &mut Vec<RetiringSecret>,
+) -> Result<Option<RetiringSecret>, ()> {
+    if remote < limit {
+        return Ok(None);
+    }
+    retiring.sort_by_key(|r| r.delete_after.0);
+    if retiring.is_empty() { Err(()) } else { Ok(Some(retiring.remove(0))) }
+}
+
+/// Splits retiring secrets into those whose grace period has passed (to delete) and those to keep.
+pub fn past_grace(
+    retiring: Vec<RetiringSecret>,
+    now: Timestamp,
+) -> (Vec<RetiringSecret>, Vec<RetiringSecret>) {
+    retiring.into_iter().partition(|r| r.delete_after.0 <= now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("time")
+    }
+
+    fn secret(id: &str, created: &str) -> SecretInfo {
+        serde_json::from_value(serde_json::json!({"id": id, "create_time": created})).expect("secret")
+    }
+
+    fn retiring(id: &str, after: &str) -> RetiringSecret {
+        RetiringSecret { secret_id: id.into(), delete_after: Time(at(after)) }
+    }
+
+    #[test]
+    fn leftovers_of_an_adopted_principal_are_only_what_an_interrupted_mint_made() {
+        let remote = [
+            secret("published", "2026-11-30T11:00:00Z"),
+            secret("someone-elses", "2026-11-30T11:30:00Z"),
+            secret("interrupted", "2026-11-30T12:00:02Z"),
+            secret("added-later", "2026-11-30T12:30:00Z"),
+        ];
+        let ids = |found: Vec<&SecretInfo>| found.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+        let since = Some(at("2026-11-30T12:00:00Z"));
+        assert_eq!(ids(leftovers(&remote, &["published"], true, since)), ["interrupted"]);
+        assert!(leftovers(&remote, &["published"], true, None).is_empty(), "no intent, nothing to delete");
+        assert_eq!(
+            ids(leftovers(&remote, &["published"], false, None)),
+            ["someone-elses", "interrupted", "added-later"],
+            "a created principal's unknown secrets are all the operator's"
+        );
+    }
+
+    #[test]
+    fn minting_follows_publication_request_and_schedule() {
+        let now = at("2026-11-30T12:00:00Z");
+        assert_eq!(mint(false, false, None, now), Some(Mint::Created));
+        assert_eq!(mint(true, true, None, now), Some(Mint::RotationRequested));
+        assert_eq!(mint(true, false, Some(at("2026-11-30T11:59:59Z")), now), Some(Mint::RotationDue));
+        assert_eq!(mint(true, false, Some(at("2026-11-30T12:00:01Z")), now), None);
+        assert_eq!(mint(true, false, None, now), None);
+    }
+
+    #[test]
+    fn room_is_made_by_retiring_early_never_by_touching_unknown_secrets() {
+        let mut none = Vec::new();
+        assert_eq!(make_room(4, 5, &mut none), Ok(None));
+        assert_eq!(make_room(5, 5, &mut none), Err(()));
+        let mut some =
+            vec![retiring("later", "2026-11-30T13:00:00Z"), retiring("sooner", "2026-11-30T12:10:00Z")];
+        assert_eq!(make_room(5, 5, &mut some).map(|r| r.map(|r| r.secret_id)), Ok(Some("sooner".into())));
+        assert_eq!(some.len(), 1);
+    }
+
+    #[test]
+    fn the_grace_period_decides_what_is_deleted() {
+        let now = at("2026-11-30T12:00:00Z");
+        let (due, kept) = past_grace(
+            vec![retiring("due", "2026-11-30T12:00:00Z"), retiring("kept", "2026-11-30T12:00:01Z")],
+            now,
+        );
+        assert_eq!((due[0].secret_id.as_str(), kept[0].secret_id.as_str()), ("due", "kept"));
+    }
+}
