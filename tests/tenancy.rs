@@ -860,6 +860,15 @@ async fn trust_policies_never_take_over_a_policy_they_did_not_create() {
     .await;
     let message = wait_condition::<TrustPolicy>(b, "b-trust", "Ready", "False", Some("NotDelegated")).await;
     assert!(message.contains("trustPolicies"), "{message}");
+    // Revoking the grant reaches existing policies at once: they say why and are no longer written.
+    let accounts: Api<DatabricksAccount> = Api::all(world.env.client.clone());
+    let revoked = json!({"spec": {"delegations": [{"namespaces": {"names": [a.namespace]}}]}});
+    accounts
+        .patch(&world.operator.account, &PatchParams::default(), &Patch::Merge(&revoked))
+        .await
+        .expect("revoke");
+    let message = wait_condition::<TrustPolicy>(a, "first", "Ready", "False", Some("NotDelegated")).await;
+    assert!(message.contains("trustPolicies"), "{message}");
     world.nothing_written_elsewhere().await;
 }
 

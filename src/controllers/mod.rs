@@ -455,7 +455,7 @@ where
 fn account_dependents<K>(
     ctx: Arc<Context>,
     store: Store<K>,
-    account_of: fn(&K) -> &String,
+    uses: fn(&K, &str) -> bool,
 ) -> impl Fn(DatabricksAccount) -> Vec<ObjectRef<K>> + Send + Sync + 'static
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
@@ -467,7 +467,7 @@ where
             return Vec::new();
         }
         let name = account.name_any();
-        dependents(&ctx, &store, |obj| *account_of(obj) == name)
+        dependents(&ctx, &store, |obj| uses(obj, &name))
     }
 }
 
@@ -511,7 +511,7 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
         .watches(
             accounts.clone(),
             watcher::Config::default(),
-            account_dependents(marks, store, |sp| &sp.spec.account_ref.name),
+            account_dependents(marks, store, |sp, account| sp.spec.account_ref.name == account),
         )
         .with_config(controller_config(&ctx))
         .shutdown_on_signal()
@@ -540,12 +540,22 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
                 watcher::Config::default().page_size(100),
             )
             .touched_objects(),
-            move |sp: PartialObjectMeta<ServicePrincipal>| {
-                let (name, namespace) = (sp.name_any(), sp.namespace());
-                dependents(&marks, &policy_store, |p| {
-                    p.spec.service_principal_ref.name == name && p.namespace() == namespace
-                })
+            {
+                let (marks, policy_store) = (marks.clone(), policy_store.clone());
+                move |sp: PartialObjectMeta<ServicePrincipal>| {
+                    let (name, namespace) = (sp.name_any(), sp.namespace());
+                    dependents(&marks, &policy_store, |p| {
+                        p.spec.service_principal_ref.name == name && p.namespace() == namespace
+                    })
+                }
             },
+        )
+        // A delegation change (trustPolicies granted or revoked) re-checks the policies; which account a policy
+        // uses is its principal's, not in the policy, so every policy (account changes are rare).
+        .watches(
+            accounts.clone(),
+            watcher::Config::default(),
+            account_dependents(marks, policy_store, |_, _| true),
         )
         .with_config(controller_config(&ctx))
         .shutdown_on_signal()
@@ -562,7 +572,7 @@ pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
         .watches(
             accounts.clone(),
             watcher::Config::default(),
-            account_dependents(marks, app_store, |app| &app.spec.account_ref.name),
+            account_dependents(marks, app_store, |app, account| app.spec.account_ref.name == account),
         )
         .with_config(controller_config(&ctx))
         .shutdown_on_signal()
