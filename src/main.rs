@@ -58,7 +58,7 @@ struct RunArgs {
     #[arg(long)]
     leader_elect: bool,
     /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "databricks-oauth-operator")]
+    #[arg(long, env = "POD_NAMESPACE", default_value = controllers::DEFAULT_NAMESPACE)]
     lease_namespace: String,
     /// Name of the Lease.
     #[arg(long, default_value = "databricks-oauth-operator")]

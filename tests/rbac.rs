@@ -7,15 +7,12 @@ mod support;
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use databricks_oauth_operator::{
-    control_plane::{ControlPlane, client_from},
+    control_plane::ControlPlane,
     controllers::{self, Context, FailPoints},
     crd::{DatabricksAppConnection, TrustPolicy},
     metrics::Metrics,
 };
-use k8s_openapi::api::{
-    authentication::v1::{TokenRequest, TokenRequestSpec},
-    core::v1::ServiceAccount,
-};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::{Api, ResourceExt, api::PostParams};
 use serde_json::{Value, json};
 use support::{TestEnv, operator::OperatorOptions, wait_for};
@@ -24,19 +21,8 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A client acting as the deployed operator: a token of its ServiceAccount, as in the pod.
 async fn operator_client(env: &TestEnv, plane: &ControlPlane) -> kube::Client {
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..TokenRequestSpec::default() }),
-        ..TokenRequest::default()
-    };
-    let accounts: Api<ServiceAccount> = Api::namespaced(env.client.clone(), "databricks-oauth-operator");
-    let token = accounts
-        .create_token_request("databricks-oauth-operator", &PostParams::default(), &request)
-        .await
-        .expect("token")
-        .status
-        .and_then(|s| s.token)
-        .expect("token");
-    client_from(plane.token_kubeconfig(&token)).await.expect("client")
+    let namespace = "databricks-oauth-operator";
+    support::service_account_client(&env.client, plane, namespace, "databricks-oauth-operator").await
 }
 
 /// Every controller's full scenario in `env`'s namespace, run by an elected operator acting as `as_operator`:

@@ -11,13 +11,15 @@ mod support;
 use std::{collections::BTreeSet, time::Duration};
 
 use databricks_oauth_operator::{
-    control_plane::{ControlPlane, client_from},
+    control_plane::ControlPlane,
     crd::{DatabricksAccount, DatabricksAppConnection, ServicePrincipal, TrustPolicy},
-    databricks::types::{NewServicePrincipal, PatchOperation, ServicePrincipal as RemotePrincipal},
+    databricks::{
+        AccountClient,
+        types::{NewServicePrincipal, PatchOperation, ServicePrincipal as RemotePrincipal},
+    },
     emulator::FaultRule,
 };
 use k8s_openapi::api::{
-    authentication::v1::{TokenRequest, TokenRequestSpec},
     core::v1::{Namespace, Secret, ServiceAccount},
     events::v1::Event,
     rbac::v1::{Role, RoleBinding},
@@ -118,18 +120,7 @@ async fn tenant(env: &TestEnv, plane: &ControlPlane, namespace: &str) -> Tenant 
         .create(&PostParams::default(), &binding)
         .await
         .expect("binding");
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..TokenRequestSpec::default() }),
-        ..TokenRequest::default()
-    };
-    let token = accounts
-        .create_token_request("tenant", &PostParams::default(), &request)
-        .await
-        .expect("token")
-        .status
-        .and_then(|s| s.token)
-        .expect("token");
-    let client = client_from(plane.token_kubeconfig(&token)).await.expect("tenant client");
+    let client = support::service_account_client(&env.client, plane, namespace, "tenant").await;
     Tenant { namespace: namespace.to_owned(), client }
 }
 
@@ -305,8 +296,7 @@ async fn ready_principal(
 }
 
 /// A principal made outside the operator (by hand or Terraform), optionally an account admin.
-async fn legacy_principal(world: &World, name: &str, account_admin: bool) -> RemotePrincipal {
-    let admin = &world.operator.admin;
+async fn legacy_principal(admin: &AccountClient, name: &str, account_admin: bool) -> RemotePrincipal {
     let principal =
         admin.create_service_principal(&NewServicePrincipal::new(name, true, None)).await.expect("sp");
     if account_admin {
@@ -324,22 +314,8 @@ async fn adoption_takes_only_what_was_granted_and_only_once() {
     let world_emulator = emulator().await;
     // Principals that exist before the account, so the platform team can grant them.
     let setup = support::operator::admin_client(&world_emulator);
-    // (the emulator's clock and ids are its own; these exist before any tenant does)
-    let legacy = setup
-        .create_service_principal(&NewServicePrincipal::new("legacy etl", true, None))
-        .await
-        .expect("sp");
-    let admin_sp = setup
-        .create_service_principal(&NewServicePrincipal::new("break-glass", true, None))
-        .await
-        .expect("sp");
-    setup
-        .patch_service_principal(
-            &admin_sp.id,
-            &[PatchOperation::replace("roles", json!([{"value": "account_admin"}]))],
-        )
-        .await
-        .expect("roles");
+    let legacy = legacy_principal(&setup, "legacy etl", false).await;
+    let admin_sp = legacy_principal(&setup, "break-glass", true).await;
     let (legacy_app, admin_app) = (legacy.application_id.clone(), admin_sp.application_id.clone());
     let world = World::with_emulator(
         |a, b| {
@@ -401,7 +377,7 @@ async fn adoption_takes_only_what_was_granted_and_only_once() {
     }
     // An id the account never granted to team-a at all: team-b's adopted-to-be principal is granted to a, so use
     // a fresh one.
-    let stranger = legacy_principal(&world, "stranger", false).await;
+    let stranger = legacy_principal(&world.operator.admin, "stranger", false).await;
     create::<ServicePrincipal>(
         &world,
         a,
@@ -613,17 +589,9 @@ async fn app_connections_of_the_same_name_never_interfere() {
     .await;
     let (a, b) = (&world.a, &world.b);
     // team-a's apps, one public and one confidential, both named like team-b's will be.
-    for (name, confidential) in [("portal", false), ("vault", true)] {
-        create::<DatabricksAppConnection>(
-            &world,
-            a,
-            name,
-            json!({"redirectUrls": ["https://a.example.com/cb"], "confidential": confidential}),
-        )
-        .await;
-        wait_condition::<DatabricksAppConnection>(a, name, "Ready", "True", None).await;
-    }
-    let (portal_a, vault_a) = (integration_of(a, "portal").await, integration_of(a, "vault").await);
+    let app = |host: &str, confidential: bool| json!({"redirectUrls": [format!("https://{host}.example.com/cb")], "confidential": confidential});
+    let portal_a = ready_app(&world, a, "portal", app("a", false)).await;
+    let vault_a = ready_app(&world, a, "vault", app("a", true)).await;
     let vault_secret =
         secret_data(&world, a, "vault-oauth-client").await.expect("secret")["DATABRICKS_CLIENT_SECRET"]
             .clone();
@@ -631,14 +599,7 @@ async fn app_connections_of_the_same_name_never_interfere() {
     // team-b creates the same names, and each create's answer is lost once: recovery runs.
     for (name, confidential) in [("portal", false), ("vault", true)] {
         world.operator.emulator.add_fault(FaultRule::drop_response("apps.create").times(1)).await;
-        create::<DatabricksAppConnection>(
-            &world,
-            b,
-            name,
-            json!({"redirectUrls": ["https://b.example.com/cb"], "confidential": confidential}),
-        )
-        .await;
-        wait_condition::<DatabricksAppConnection>(b, name, "Ready", "True", None).await;
+        ready_app(&world, b, name, app("b", confidential)).await;
     }
     assert!(
         world.writes_to(&portal_a).await.is_empty() && world.writes_to(&vault_a).await.is_empty(),

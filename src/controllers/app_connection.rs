@@ -21,8 +21,8 @@ use kube::{
 };
 
 use super::{
-    ANNOTATION_DELETION_POLICY, ANNOTATION_ROTATE, Context, Error, accounts::Access, conditions, ledger,
-    lifecycle, secrets, tenancy::DelegatedKind,
+    ANNOTATION_ROTATE, Context, Error, accounts::Access, conditions, ledger, lifecycle, secrets,
+    tenancy::DelegatedKind,
 };
 use crate::{
     crd::{
@@ -102,7 +102,6 @@ async fn converge(
     let access = ctx.accounts.client_for(ctx, &app.spec.account_ref.name, &namespace).await?;
     access.grants.check_kind(DelegatedKind::AppConnection)?;
     let Access { account, client, .. } = &access;
-    let (account, client) = (account, client.clone());
     let uid = app.uid().unwrap_or_default();
     let account_name = account.name_any();
     let records = ledger::read(ctx, &account_name).await?;
@@ -119,9 +118,8 @@ async fn converge(
         status.client_id = None;
         return Err(Error::Waiting { reason: "IdentityMismatch", message });
     }
-    let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+    let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let name = secret_name(app);
-    let uid = app.uid().unwrap_or_default();
     let published =
         secrets::read_owned_noting(&secrets_api, &name, &uid, &mut status.conditions, generation).await?;
     let want = desired(app);
@@ -145,7 +143,7 @@ async fn converge(
             }
             Err(err) => return Err(err.into()),
         },
-        None => recover_interrupted_create(app, ctx, &client, &records).await?,
+        None => recover_interrupted_create(app, ctx, client, &records).await?,
     };
     if let Some(found) = &existing {
         status.integration_id = Some(found.integration_id.clone());
@@ -195,7 +193,7 @@ async fn converge(
 
     let integration = match existing {
         Some(found) => {
-            update_if_drifted(app, ctx, &client, &found, &want).await?;
+            update_if_drifted(app, ctx, client, &found, &want).await?;
             // Keep the Secret current (a deleted or edited public app's Secret is rebuilt, labels follow the
             // template); a confidential secret can only be republished from the Secret itself.
             let client_id = status.client_id.clone().unwrap_or_default();
@@ -203,7 +201,7 @@ async fn converge(
                 app,
                 &secrets_api,
                 account,
-                &client,
+                client,
                 &client_id,
                 intact_secret.as_deref(),
                 published.as_ref(),
@@ -212,13 +210,13 @@ async fn converge(
             found.integration_id
         }
         None => {
-            let created = create(app, ctx, &client, &account_name, status, &want).await?;
+            let created = create(app, ctx, client, &records, &account_name, status, &want).await?;
             let secret = created.expose_client_secret().map(str::to_owned);
             publish(
                 app,
                 &secrets_api,
                 account,
-                &client,
+                client,
                 &created.client_id,
                 secret.as_deref(),
                 published.as_ref(),
@@ -290,21 +288,11 @@ fn leftovers<'a>(
     records: &DatabricksAccountStatus,
 ) -> Result<Vec<&'a CustomApp>, Error> {
     let slack = SignedDuration::from_secs(5);
-    let created_after = |app: &CustomApp, since: Timestamp| {
-        app.create_time
-            .as_deref()
-            .and_then(|t| t.parse::<Timestamp>().ok())
-            .is_some_and(|t| t >= since - slack)
-    };
+    let created = |app: &CustomApp| app.create_time.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+    let created_after = |app: &CustomApp, since: Timestamp| created(app).is_some_and(|t| t >= since - slack);
     // A create whose answer was lost took effect within the request's time, not at any later point.
-    let created_within = |app: &CustomApp| {
-        created_after(app, since)
-            && app
-                .create_time
-                .as_deref()
-                .and_then(|t| t.parse::<Timestamp>().ok())
-                .is_some_and(|t| t <= since + CREATE_WINDOW)
-    };
+    let created_within =
+        |app: &CustomApp| created(app).is_some_and(|t| t >= since - slack && t <= since + CREATE_WINDOW);
     let owned = |app: &CustomApp| {
         records
             .app_connections
@@ -338,13 +326,13 @@ async fn create(
     app: &DatabricksAppConnection,
     ctx: &Context,
     client: &AccountClient,
+    records: &DatabricksAccountStatus,
     account: &str,
     status: &mut DatabricksAppConnectionStatus,
     want: &NewCustomApp,
 ) -> Result<CreatedCustomApp, Error> {
     let uid = app.uid().unwrap_or_default();
     let namespace = app.namespace().unwrap_or_default();
-    let records = ledger::read(ctx, account).await?;
     let mine = records.app_connections.iter().filter(|(k, r)| r.namespace == namespace && **k != uid).count();
     if mine >= MAX_APPS_PER_NAMESPACE {
         return Err(Error::NeedsAttention {
@@ -356,7 +344,7 @@ async fn create(
         });
     }
     let mut record = AppConnectionRecord {
-        namespace: app.namespace().unwrap_or_default(),
+        namespace,
         name: app.name_any(),
         display_name: want.name.clone(),
         integration_id: None,
@@ -466,9 +454,8 @@ async fn update_if_drifted(
 }
 
 async fn cleanup(app: Arc<DatabricksAppConnection>, ctx: &Context) -> Result<Action, Error> {
-    let orphan =
-        app.annotations().get(ANNOTATION_DELETION_POLICY).is_some_and(|v| v.eq_ignore_ascii_case("orphan"))
-            || app.spec.deletion_policy == AppDeletionPolicy::Orphan;
+    let orphan = lifecycle::orphaned_by_annotation(app.as_ref())
+        || app.spec.deletion_policy == AppDeletionPolicy::Orphan;
     let uid = app.uid().unwrap_or_default();
     let account = &app.spec.account_ref.name;
     // The ledger, never the status, says which integration is this object's.
@@ -484,15 +471,15 @@ async fn cleanup(app: Arc<DatabricksAppConnection>, ctx: &Context) -> Result<Act
         forget().await?;
         return Ok(Action::await_change());
     };
-    if !lifecycle::may_delete_remote(app.as_ref(), ctx, orphan, &format!("app integration {id}")).await? {
+    let remote = format!("app integration {id}");
+    if !lifecycle::may_delete_remote(app.as_ref(), ctx, orphan, &remote).await? {
         forget().await?;
         return Ok(Action::await_change());
     }
     let access = match ctx.accounts.client_for(ctx, account, &app.namespace().unwrap_or_default()).await {
         Ok(access) => access,
         Err(err) if lifecycle::cleanup_abandons(&err) => {
-            let note = format!("Left app integration {id} in Databricks: {err}");
-            ctx.event(app.as_ref(), EventType::Warning, err.reason(), "Delete", &note).await;
+            lifecycle::abandon(app.as_ref(), ctx, &remote, &err).await;
             forget().await?;
             return Ok(Action::await_change());
         }

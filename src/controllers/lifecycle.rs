@@ -218,6 +218,12 @@ pub fn cleanup_abandons(err: &Error) -> bool {
     matches!(err, Error::Account { reason: "NamespaceNotAllowed" | "AccountNotFound", .. })
 }
 
+/// A cleanup that [`cleanup_abandons`]: says what is left in Databricks, and why, in a Warning event.
+pub async fn abandon<K: Resource<DynamicType = ()>>(obj: &K, ctx: &Context, remote: &str, err: &Error) {
+    let note = format!("Left {remote} in Databricks: {err}");
+    ctx.event(obj, EventType::Warning, err.reason(), "Delete", &note).await;
+}
+
 /// Whether the `oauth.databricks-operator.io/deletion-policy: orphan` annotation is set: the escape hatch that
 /// leaves everything in Databricks and makes no Databricks call.
 pub fn orphaned_by_annotation<K: Resource>(obj: &K) -> bool {

@@ -174,6 +174,9 @@ impl Context {
     /// The ServicePrincipal (other than `except`) whose UID is `uid`, as `namespace/name`: the object a tagged
     /// principal was created for.
     pub async fn principal_with_uid(&self, uid: &str, except: &str) -> Result<Option<String>, Error> {
+        if uid == except {
+            return Ok(None);
+        }
         let store = self.principals.lock().ok().and_then(|s| s.clone());
         let objects: Vec<Arc<ServicePrincipal>> = match store {
             Some(store) => {
@@ -198,7 +201,7 @@ impl Context {
         };
         Ok(objects
             .iter()
-            .find(|sp| sp.uid().as_deref() == Some(uid) && uid != except)
+            .find(|sp| sp.uid().as_deref() == Some(uid))
             .map(|sp| format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())))
     }
 

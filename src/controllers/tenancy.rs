@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     crd::{
-        AllowedNamespaces, DatabricksAccountSpec, PrincipalDeletionPolicy, WorkspaceAssignment,
+        AllowedNamespaces, DatabricksAccountSpec, ObjectRecord, PrincipalDeletionPolicy, WorkspaceAssignment,
         WorkspacePermission,
     },
     databricks::types::ServicePrincipal as RemotePrincipal,
@@ -276,16 +276,12 @@ pub fn stands_for(principal: &RemotePrincipal, uid: &str, adopt: Option<&str>) -
     }
 }
 
-/// A claim on an adopted principal by one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub uid: String,
-    /// `namespace/name`
-    pub object: String,
-}
-
 /// Which claim on an adopted principal stands: the recorded one while its object still exists, else `mine`.
-pub fn adoption_claim<'a>(recorded: Option<&'a Claim>, recorded_alive: bool, mine: &'a Claim) -> &'a Claim {
+pub fn adoption_claim<'a>(
+    recorded: Option<&'a ObjectRecord>,
+    recorded_alive: bool,
+    mine: &'a ObjectRecord,
+) -> &'a ObjectRecord {
     match recorded {
         Some(claim) if claim.uid != mine.uid && recorded_alive => claim,
         _ => mine,
@@ -484,8 +480,8 @@ mod tests {
 
     #[test]
     fn the_first_live_claim_on_a_principal_stands() {
-        let mine = Claim { uid: "b".into(), object: "ns-b/x".into() };
-        let theirs = Claim { uid: "a".into(), object: "ns-a/x".into() };
+        let mine = ObjectRecord { namespace: "ns-b".into(), name: "x".into(), uid: "b".into() };
+        let theirs = ObjectRecord { namespace: "ns-a".into(), name: "x".into(), uid: "a".into() };
         assert_eq!(adoption_claim(None, false, &mine), &mine);
         assert_eq!(adoption_claim(Some(&theirs), true, &mine), &theirs);
         assert_eq!(adoption_claim(Some(&theirs), false, &mine), &mine, "a deleted object's claim lapses");

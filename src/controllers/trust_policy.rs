@@ -19,8 +19,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ANNOTATION_DELETION_POLICY, Context, Error, MANAGER, accounts::Access, conditions, lifecycle,
-    patch_status, service_principal, tenancy::DelegatedKind,
+    Context, Error, MANAGER, accounts::Access, conditions, lifecycle, patch_status, service_principal,
+    tenancy::DelegatedKind,
 };
 use crate::{
     crd::{JwksMode, ServicePrincipal, TrustPolicy, TrustPolicyStatus},
@@ -322,20 +322,33 @@ pub async fn remove_policies_on(
         .await
         .map_err(|e| Error::kube(format!("listing TrustPolicies in {namespace}"), e))?;
     for policy in policies.items.iter().filter(|p| p.spec.service_principal_ref.name == sp.name_any()) {
-        let Some(uid) = policy.status.as_ref().and_then(|s| s.uid.clone()) else { continue };
-        let id = policy_id(policy);
-        match client.get_federation_policy(principal_id, &id).await {
-            Ok(found) if found.uid.as_deref() == Some(uid.as_str()) => {
-                client.delete_federation_policy(principal_id, &id).await?;
-                let message = format!("Deleted federation policy {id}: its adopted principal was released");
-                ctx.event(policy, EventType::Normal, "Deleted", "Delete", &message).await;
-            }
-            Ok(_) => {}
-            Err(err) if err.is_not_found() => {}
-            Err(err) => return Err(err.into()),
-        }
+        delete_recorded(ctx, client, policy, principal_id, ": its adopted principal was released").await?;
     }
     Ok(())
+}
+
+/// Deletes `policy`'s federation policy under `principal_id` when it is the one whose uid the object recorded.
+/// `None`: nothing recorded or nothing there; `Some(false)`: another policy holds the id (left untouched).
+async fn delete_recorded(
+    ctx: &Context,
+    client: &AccountClient,
+    policy: &TrustPolicy,
+    principal_id: &str,
+    why: &str,
+) -> Result<Option<bool>, Error> {
+    let Some(uid) = policy.status.as_ref().and_then(|s| s.uid.as_deref()) else { return Ok(None) };
+    let id = policy_id(policy);
+    match client.get_federation_policy(principal_id, &id).await {
+        Ok(found) if found.uid.as_deref() == Some(uid) => {
+            client.delete_federation_policy(principal_id, &id).await?;
+            let message = format!("Deleted federation policy {id}{why}");
+            ctx.event(policy, EventType::Normal, "Deleted", "Delete", &message).await;
+            Ok(Some(true))
+        }
+        Ok(_) => Ok(Some(false)),
+        Err(err) if err.is_not_found() => Ok(None),
+        Err(err) => Err(err.into()),
+    }
 }
 
 fn policy_conflict(id: &str, sp_id: &str) -> Error {
@@ -480,16 +493,13 @@ async fn verify(
 
 async fn cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Error> {
     // Only a policy whose uid this object recorded is deleted, under the principal's confirmed id.
-    let Some(uid) = policy.status.as_ref().and_then(|s| s.uid.clone()) else {
+    if policy.status.as_ref().and_then(|s| s.uid.as_ref()).is_none() {
         return Ok(Action::await_change());
-    };
+    }
     let id = policy_id(&policy);
-    let orphan = policy
-        .annotations()
-        .get(ANNOTATION_DELETION_POLICY)
-        .is_some_and(|v| v.eq_ignore_ascii_case("orphan"));
-    if !lifecycle::may_delete_remote(policy.as_ref(), ctx, orphan, &format!("federation policy {id}")).await?
-    {
+    let remote = format!("federation policy {id}");
+    let orphan = lifecycle::orphaned_by_annotation(policy.as_ref());
+    if !lifecycle::may_delete_remote(policy.as_ref(), ctx, orphan, &remote).await? {
         return Ok(Action::await_change());
     }
     // Without its principal (object or remote) there is nothing to delete: the policy went with the principal.
@@ -497,25 +507,14 @@ async fn cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Erro
         Ok(found) => found,
         Err(Error::Waiting { .. }) => return Ok(Action::await_change()),
         Err(err) if lifecycle::cleanup_abandons(&err) => {
-            let note = format!("Left federation policy {id} in Databricks: {err}");
-            ctx.event(policy.as_ref(), EventType::Warning, err.reason(), "Delete", &note).await;
+            lifecycle::abandon(policy.as_ref(), ctx, &remote, &err).await;
             return Ok(Action::await_change());
         }
         Err(err) => return Err(err),
     };
-    match access.client.get_federation_policy(&sp_id, &id).await {
-        Ok(found) if found.uid.as_deref() == Some(uid.as_str()) => {
-            access.client.delete_federation_policy(&sp_id, &id).await?;
-            let message = format!("Deleted federation policy {id}");
-            ctx.event(policy.as_ref(), EventType::Normal, "Deleted", "Delete", &message).await;
-        }
-        Ok(_) => {
-            let message =
-                format!("Federation policy {id} is not the one this object created; left untouched");
-            ctx.event(policy.as_ref(), EventType::Warning, "IdentityMismatch", "Delete", &message).await;
-        }
-        Err(err) if err.is_not_found() => {}
-        Err(err) => return Err(err.into()),
+    if delete_recorded(ctx, &access.client, &policy, &sp_id, "").await? == Some(false) {
+        let message = format!("Federation policy {id} is not the one this object created; left untouched");
+        ctx.event(policy.as_ref(), EventType::Warning, "IdentityMismatch", "Delete", &message).await;
     }
     Ok(Action::await_change())
 }

@@ -85,6 +85,32 @@ impl TestEnv {
     }
 }
 
+/// A client acting as the ServiceAccount `namespace/name` of `plane` (a TokenRequest token): RBAC decides what it
+/// may do, as for a pod running as that ServiceAccount.
+pub async fn service_account_client(
+    admin: &Client,
+    plane: &ControlPlane,
+    namespace: &str,
+    name: &str,
+) -> Client {
+    use k8s_openapi::api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        core::v1::ServiceAccount,
+    };
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..TokenRequestSpec::default() }),
+        ..TokenRequest::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .expect("token")
+        .status
+        .and_then(|s| s.token)
+        .expect("token");
+    control_plane::client_from(plane.token_kubeconfig(&token)).await.expect("client")
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
 pub async fn wait_for<T, F, Fut>(timeout: Duration, mut check: F) -> Result<T, String>
 where

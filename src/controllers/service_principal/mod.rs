@@ -21,9 +21,7 @@ use kube::{
 pub use credentials::parse_duration;
 pub use ownership::confirmed_principal;
 
-use super::{
-    ANNOTATION_DELETION_POLICY, Context, Error, accounts::Access, conditions, lifecycle, secrets, tenancy,
-};
+use super::{Context, Error, accounts::Access, conditions, lifecycle, secrets, tenancy};
 use crate::{
     crd::{
         CredentialsType, PrincipalDeletionPolicy, ServicePrincipal, ServicePrincipalStatus,
@@ -218,7 +216,7 @@ async fn converge_assignments(
 /// The deletion policy the object asks for: the orphan annotation, then the spec, then the default (Delete for
 /// created principals, Orphan for adopted ones). An adoption grant may lower it (see `ownership::cleanup`).
 pub fn deletion_policy(sp: &ServicePrincipal) -> PrincipalDeletionPolicy {
-    if sp.annotations().get(ANNOTATION_DELETION_POLICY).is_some_and(|v| v.eq_ignore_ascii_case("orphan")) {
+    if lifecycle::orphaned_by_annotation(sp) {
         return PrincipalDeletionPolicy::Orphan;
     }
     sp.spec.deletion_policy.unwrap_or(if sp.spec.adopt.is_some() {

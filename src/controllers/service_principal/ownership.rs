@@ -14,7 +14,7 @@ use super::super::{
     Context, Error,
     accounts::Access,
     ledger, lifecycle,
-    tenancy::{self, AdoptionFacts, Claim, OtherOwner},
+    tenancy::{self, AdoptionFacts, OtherOwner},
 };
 use crate::{
     crd::{ObjectRecord, PrincipalDeletionPolicy, ServicePrincipal, ServicePrincipalStatus},
@@ -219,19 +219,16 @@ async fn claim(
     };
     let recorded = ledger::read(ctx, &account).await?.adoptions.get(&key).cloned();
     let alive = match &recorded {
-        Some(record) if record.uid != mine.uid => adopter_exists(ctx, record, application_id).await?,
-        _ => false,
+        // Already this object's: nothing to write (the common case, every full pass).
+        Some(record) if record.uid == mine.uid => return Ok(()),
+        Some(record) => adopter_exists(ctx, record, application_id).await?,
+        None => false,
     };
-    let standing = tenancy::adoption_claim(
-        recorded.as_ref().map(|r| Claim { uid: r.uid.clone(), object: object_name(r) }).as_ref(),
-        alive,
-        &Claim { uid: mine.uid.clone(), object: object_name(&mine) },
-    )
-    .clone();
+    let standing = tenancy::adoption_claim(recorded.as_ref(), alive, &mine);
     if standing.uid != mine.uid {
-        return Err(adopted_elsewhere(application_id, &standing.object));
+        return Err(adopted_elsewhere(application_id, &object_name(standing)));
     }
-    let stale = recorded.filter(|r| r.uid != mine.uid).map(|r| r.uid);
+    let stale = recorded.as_ref().map(|r| r.uid.clone());
     let written = ledger::update(ctx, &account, |ledger| match ledger.adoptions.get(&key) {
         Some(record) if record.uid == mine.uid => false,
         // Someone else claimed it since the read: theirs stands.
@@ -327,8 +324,7 @@ pub(super) async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<
         // The namespace may no longer use the account (or it is gone): act on nothing, and never block the
         // object's (or its namespace's) deletion.
         Err(err) if id.is_none() || lifecycle::cleanup_abandons(&err) => {
-            let note = format!("Left {remote} in Databricks: {err}");
-            ctx.event(sp.as_ref(), EventType::Warning, err.reason(), "Delete", &note).await;
+            lifecycle::abandon(sp.as_ref(), ctx, &remote, &err).await;
             release_claim(&sp, ctx).await?;
             return Ok(Action::await_change());
         }
@@ -346,12 +342,13 @@ pub(super) async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<
         }
         Err(err) => return Err(err),
     };
+    let held = holds_claim(&sp, ctx).await?;
     let policy = match &sp.spec.adopt {
         None => requested,
         Some(adopt) => {
             // An adoption no longer allowed, or held by another object, deletes nothing.
             let allowed = match adoption_refusal(&sp, ctx, &access, &principal).await? {
-                None if holds_claim(&sp, ctx).await? => access.grants.adoption(&adopt.application_id),
+                None if held => access.grants.adoption(&adopt.application_id),
                 _ => None,
             };
             let policy = tenancy::adopted_deletion(requested, allowed);
@@ -369,7 +366,7 @@ pub(super) async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<
     let id = principal.id;
     // What this object added to a principal it adopted goes when the object goes, whatever happens to the
     // principal: the secrets it minted and the federation policies its namespace's TrustPolicies put on it.
-    if sp.spec.adopt.is_some() && policy != PrincipalDeletionPolicy::Delete && holds_claim(&sp, ctx).await? {
+    if held && policy != PrincipalDeletionPolicy::Delete {
         let creds = sp.status.as_ref().and_then(|s| s.credentials.clone()).unwrap_or_default();
         for secret in creds.secret_id.iter().chain(creds.retiring.iter().map(|r| &r.secret_id)) {
             client.delete_secret(&id, secret).await?;
