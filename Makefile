@@ -7,6 +7,8 @@ CACHE_DIR ?= $(HOME)/.cache/databricks-oauth-operator
 export DOO_CACHE_DIR := $(CACHE_DIR)
 CARGO ?= cargo
 BIN := databricks-oauth-operator
+# Where `make bench` writes bench.json, bench.md and ready.png (the bench reads the same variable).
+export BENCH_OUT ?= target/bench
 
 .PHONY: help
 help: ## Show this help
@@ -51,7 +53,7 @@ deploy: ## Render the kustomize base (apply with: kubectl apply --server-side -f
 .PHONY: bench
 bench: control-plane ## Scale benchmark (release): 100/1,000/10,000 principals + mixed + rate-limited, vs floors; table, JSON, Markdown and PNG in target/bench/
 	$(CARGO) bench --locked --bench scale
-	@hack/bench/plot.sh target/bench/bench.json target/bench/ready.png
+	@hack/bench/plot.sh "$(BENCH_OUT)/bench.json" "$(BENCH_OUT)/ready.png"
 
 .PHONY: bench-emulator
 bench-emulator: ## Throughput of the Databricks emulator under a wrk load on loopback (release build)

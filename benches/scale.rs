@@ -272,7 +272,8 @@ impl Bench {
 
         let namespace = format!("bench-{tag}");
         self.namespace(&namespace).await?;
-        let rate = json!({"requestsPerSecond": 1000, "burst": 1000, "maxConcurrency": IN_FLIGHT});
+        let class = json!({"requestsPerSecond": 1000, "burst": 1000});
+        let rate = json!({"reads": class, "writes": class, "patches": class, "maxConcurrency": IN_FLIGHT});
         let emulator = self.account(&namespace, rate).await?;
         let resync = scenario.resync();
         let operator = Operator::start(&self.kubeconfig, &namespace, resync).await?;
@@ -417,18 +418,13 @@ impl Bench {
         self.log(&format!("== rate-limited: {principals} principals at {rate} requests/s"));
         let namespace = format!("bench-limited-{principals}");
         self.namespace(&namespace).await?;
+        // The total cap over every class, as for an account whose limit is one number.
         let limit = json!({"requestsPerSecond": rate as i32, "burst": rate as i32, "maxConcurrency": 4});
         let emulator = self.account(&namespace, limit).await?;
         let operator = Operator::start(&self.kubeconfig, &namespace, Duration::from_secs(600)).await?;
         wait_account_ready(&self.client, &namespace).await?;
         // Databricks' bucket holds a little more than the operator's burst: the operator must pace itself.
-        emulator
-            .set_rate_limit(Some(RateLimit {
-                requests_per_second: rate,
-                burst: rate * 2.0,
-                writes_only: false,
-            }))
-            .await;
+        emulator.set_rate_limit(Some(RateLimit::all(rate, rate * 2.0))).await;
         emulator.reset_stats().await;
         let scenario = Scenario::principals(principals);
         let ready = Readiness::watch(&self.client, &namespace);

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Commands {
     /// Run the controllers (in-cluster, or with KUBECONFIG).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print every CustomResourceDefinition as YAML (the source of `crds/`).
     Crds {
         /// Write one file per CRD into this directory instead of printing a single stream.
@@ -51,6 +51,13 @@ struct RunArgs {
     /// Objects of one kind reconciled at once (calls to one account are limited by its rateLimit anyway).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+    /// How long a full pass asked for by a change of the rotate, paused or deletion-policy annotation waits, so a
+    /// burst of changes costs one pass (at most one such pass per object per interval).
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    annotation_debounce: Duration,
+    /// The least time between two secrets (or app recreations) the rotate annotation causes on one object.
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    rotate_min_interval: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -86,7 +93,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Run(args) => match tokio::runtime::Runtime::new() {
-            Ok(runtime) => runtime.block_on(run(args)),
+            Ok(runtime) => runtime.block_on(run(*args)),
             Err(err) => Err(format!("starting the async runtime: {err}")),
         },
         Commands::Crds { out_dir: None } => {
@@ -124,6 +131,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
         concurrency: args.concurrency,
         credentials_namespace: args.credentials_namespace,
         token_dir: args.token_dir,
+        annotation_debounce: args.annotation_debounce,
+        rotate_min_interval: args.rotate_min_interval,
         ..controllers::Config::default()
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting");

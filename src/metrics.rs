@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::databricks::{BudgetObserver, Class};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -32,6 +33,19 @@ pub struct ObjectLabels {
     pub name: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    pub account: String,
+    pub class: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub account: String,
+    pub class: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +54,10 @@ pub struct Metrics {
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub databricks_requests: Family<RequestLabels, Counter>,
     pub credential_expiry: Family<ObjectLabels, Gauge>,
+    pub budget_queue_depth: Family<BudgetLabels, Gauge>,
+    pub budget_wait: Family<BudgetLabels, Histogram>,
+    pub budget_deferred: Family<BudgetLabels, Counter>,
+    pub budget_throttled: Family<ClassLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -58,6 +76,12 @@ impl Default for Metrics {
         });
         let databricks_requests = Family::<RequestLabels, Counter>::default();
         let credential_expiry = Family::<ObjectLabels, Gauge>::default();
+        let budget_queue_depth = Family::<BudgetLabels, Gauge>::default();
+        let budget_wait = Family::<BudgetLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+        });
+        let budget_deferred = Family::<BudgetLabels, Counter>::default();
+        let budget_throttled = Family::<ClassLabels, Counter>::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by reason", reconcile_errors.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration", reconcile_duration.clone());
@@ -71,6 +95,26 @@ impl Default for Metrics {
             "When the published OAuth secret of a ServicePrincipal expires (Unix time)",
             credential_expiry.clone(),
         );
+        registry.register(
+            "budget_queue_depth",
+            "Databricks requests waiting for their turn, by account, request class and namespace",
+            budget_queue_depth.clone(),
+        );
+        registry.register(
+            "budget_wait_seconds",
+            "How long Databricks requests waited for their turn, by account, request class and namespace",
+            budget_wait.clone(),
+        );
+        registry.register(
+            "budget_deferred",
+            "Passes deferred because the namespace already had the most requests it may queue",
+            budget_deferred.clone(),
+        );
+        registry.register(
+            "budget_throttled",
+            "Requests Databricks answered 429, by account and request class (that class then waits)",
+            budget_throttled.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -78,6 +122,10 @@ impl Default for Metrics {
             reconcile_duration,
             databricks_requests,
             credential_expiry,
+            budget_queue_depth,
+            budget_wait,
+            budget_deferred,
+            budget_throttled,
         }
     }
 }
@@ -90,6 +138,10 @@ pub const FAMILIES: &[&str] = &[
     "reconcile_duration_seconds",
     "databricks_requests",
     "credential_expiry_timestamp_seconds",
+    "budget_queue_depth",
+    "budget_wait_seconds",
+    "budget_deferred",
+    "budget_throttled",
 ];
 
 impl Metrics {
@@ -101,6 +153,11 @@ impl Metrics {
         out
     }
 
+    /// An observer of one account's budget: queue depth, wait time, deferrals and throttling.
+    pub fn budget_observer(self: &Arc<Self>, account: &str) -> Arc<dyn BudgetObserver> {
+        Arc::new(BudgetMetrics { metrics: Arc::clone(self), account: account.to_owned() })
+    }
+
     /// An observer for the Databricks client that counts requests.
     pub fn databricks_observer(self: &Arc<Self>) -> crate::databricks::Observer {
         let metrics = Arc::clone(self);
@@ -110,6 +167,41 @@ impl Metrics {
                 .get_or_create(&RequestLabels { operation: operation.to_owned(), status: status.to_string() })
                 .inc();
         }))
+    }
+}
+
+/// Reports one account's budget into the metrics.
+struct BudgetMetrics {
+    metrics: Arc<Metrics>,
+    account: String,
+}
+
+impl BudgetMetrics {
+    fn labels(&self, class: Class, namespace: &str) -> BudgetLabels {
+        BudgetLabels {
+            account: self.account.clone(),
+            class: class.name().to_owned(),
+            namespace: namespace.to_owned(),
+        }
+    }
+}
+
+impl BudgetObserver for BudgetMetrics {
+    fn queue_depth(&self, class: Class, namespace: &str, depth: usize) {
+        self.metrics.budget_queue_depth.get_or_create(&self.labels(class, namespace)).set(depth as i64);
+    }
+
+    fn granted(&self, class: Class, namespace: &str, waited: std::time::Duration) {
+        self.metrics.budget_wait.get_or_create(&self.labels(class, namespace)).observe(waited.as_secs_f64());
+    }
+
+    fn deferred(&self, class: Class, namespace: &str) {
+        self.metrics.budget_deferred.get_or_create(&self.labels(class, namespace)).inc();
+    }
+
+    fn throttled(&self, class: Class) {
+        let labels = ClassLabels { account: self.account.clone(), class: class.name().to_owned() };
+        self.metrics.budget_throttled.get_or_create(&labels).inc();
     }
 }
 
@@ -130,7 +222,7 @@ mod tests {
         }
         assert!(used >= 3);
         // And FAMILIES is what is registered: after one observation each, every family renders.
-        let metrics = Metrics::default();
+        let metrics = Arc::new(Metrics::default());
         let labels = ControllerLabels { controller: "x".into() };
         metrics.reconciles.get_or_create(&labels).inc();
         metrics
@@ -146,6 +238,11 @@ mod tests {
             .credential_expiry
             .get_or_create(&ObjectLabels { namespace: "n".into(), name: "m".into() })
             .set(1);
+        let observer = metrics.budget_observer("a");
+        observer.queue_depth(Class::Read, "n", 1);
+        observer.granted(Class::Read, "n", std::time::Duration::from_millis(5));
+        observer.deferred(Class::Write, "n");
+        observer.throttled(Class::Patch);
         let text = metrics.render();
         for family in FAMILIES {
             assert!(

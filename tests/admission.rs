@@ -174,7 +174,8 @@ async fn defaults_are_applied() {
     assert_eq!(acct.data["spec"]["auth"]["oauthM2M"]["clientSecretKey"], json!("DATABRICKS_CLIENT_SECRET"));
     assert_eq!(
         acct.data["spec"]["rateLimit"],
-        json!({"requestsPerSecond": 10, "burst": 20, "maxConcurrency": 4})
+        json!({"reads": {"requestsPerSecond": 20, "burst": 10}, "writes": {"requestsPerSecond": 5, "burst": 2},
+               "patches": {"requestsPerSecond": 2, "burst": 1}, "maxConcurrency": 4, "maxQueuedPerNamespace": 8})
     );
 }
 
@@ -226,6 +227,16 @@ async fn invalid_manifests_are_rejected_with_clear_messages() {
                 json!({"accountId": ACCOUNT_ID, "auth": m2m(), "rateLimit": {"requestsPerSecond": 50, "burst": 5}}),
             ),
             vec!["rateLimit.burst must be at least rateLimit.requestsPerSecond"],
+        ),
+        (
+            "total burst without a total rate",
+            acct(json!({"accountId": ACCOUNT_ID, "auth": m2m(), "rateLimit": {"burst": 5}})),
+            vec!["rateLimit.burst caps the total and needs rateLimit.requestsPerSecond"],
+        ),
+        (
+            "a class without its rate",
+            acct(json!({"accountId": ACCOUNT_ID, "auth": m2m(), "rateLimit": {"writes": {"burst": 5}}})),
+            vec!["spec.rateLimit.writes.requestsPerSecond: Required value"],
         ),
         (
             "zero concurrency",
@@ -622,7 +633,7 @@ async fn immutable_fields_are_refused_on_update() {
         (
             "DatabricksAccount",
             acct_name.as_str(),
-            json!({"spec": {"rateLimit": {"requestsPerSecond": 5, "burst": 5}}}),
+            json!({"spec": {"rateLimit": {"requestsPerSecond": 5, "burst": 5, "writes": {"requestsPerSecond": 3, "burst": 1}}}}),
         ),
     ];
     for (kind, name, patch) in updates {

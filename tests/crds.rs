@@ -158,8 +158,15 @@ fn account_host_defaults_by_cloud() {
     assert_eq!(spec("GCP", None).effective_host(), "https://accounts.gcp.databricks.com");
     assert_eq!(spec("AWS", Some("http://127.0.0.1:8080/")).effective_host(), "http://127.0.0.1:8080");
     let defaults = spec("AWS", None);
-    assert_eq!(defaults.rate_limit.requests_per_second, 10);
-    assert_eq!(defaults.rate_limit.max_concurrency, 4);
+    // Databricks' documented limits per class, no total cap.
+    let limits = defaults.rate_limit.limits(16);
+    assert_eq!(
+        (limits.reads.per_second, limits.writes.per_second, limits.patches.per_second),
+        (20.0, 5.0, 2.0)
+    );
+    assert_eq!((limits.total, limits.max_concurrency, limits.max_queued_per_namespace), (None, 4, 8));
+    // The queue bound stays below half the reconcile workers, so other namespaces always find one.
+    assert_eq!(defaults.rate_limit.limits(4).max_queued_per_namespace, 2);
     let wi = defaults.auth.workload_identity.expect("workload identity");
     assert_eq!(wi.token_path, "/var/run/secrets/databricks/token");
 }

@@ -10,7 +10,7 @@ use std::{
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use databricks_oauth_operator::{
     databricks::{
-        AccountClient, Budget, ClientOptions, Credentials, Error,
+        AccountClient, Budget, ClientOptions, Credentials, Error, Limits,
         types::{
             CustomAppUpdate, FederationPolicy, NewCustomApp, NewServicePrincipal, OidcPolicy, PatchOperation,
             TokenAccessPolicy,
@@ -33,7 +33,7 @@ async fn emulator() -> Emulator {
 }
 
 fn options() -> ClientOptions {
-    ClientOptions { budget: Budget::new(1000.0, 1000, 8), ..ClientOptions::default() }
+    ClientOptions { budget: Budget::new(Limits::uniform(1000.0, 1000, 8)), ..ClientOptions::default() }
 }
 
 fn admin(emulator: &Emulator) -> AccountClient {
@@ -665,12 +665,11 @@ async fn the_budget_keeps_under_a_server_rate_limit() {
     let emulator = emulator().await;
     let credentials =
         Credentials::ClientCredentials { client_id: ADMIN_ID.into(), client_secret: ADMIN_SECRET.into() };
-    let options = ClientOptions { budget: Budget::new(20.0, 5, 4), ..ClientOptions::default() };
+    let options =
+        ClientOptions { budget: Budget::new(Limits::uniform(20.0, 5, 4)), ..ClientOptions::default() };
     let client = AccountClient::new(&emulator.url(), ACCOUNT_ID, credentials, options).expect("client");
     client.authenticate().await.expect("token");
-    emulator
-        .set_rate_limit(Some(RateLimit { requests_per_second: 25.0, burst: 5.0, writes_only: false }))
-        .await;
+    emulator.set_rate_limit(Some(RateLimit::all(25.0, 5.0))).await;
     emulator.reset_stats().await;
     let calls = (0..40).map(|_| client.list_custom_apps());
     for result in futures::future::join_all(calls).await {
@@ -686,7 +685,7 @@ async fn the_budget_keeps_under_a_server_rate_limit() {
         &emulator.url(),
         ACCOUNT_ID,
         credentials,
-        ClientOptions { budget: Budget::new(500.0, 50, 8), ..ClientOptions::default() },
+        ClientOptions { budget: Budget::new(Limits::uniform(500.0, 50, 8)), ..ClientOptions::default() },
     )
     .expect("client");
     greedy.authenticate().await.expect("token");

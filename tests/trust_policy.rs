@@ -303,7 +303,9 @@ async fn the_operator_itself_runs_on_workload_identity_with_no_secret() {
     // Databricks side: a federation policy on the account-admin principal trusting this ServiceAccount.
     let emulator = support::operator::emulator().await;
     let admin = {
-        use databricks_oauth_operator::databricks::{AccountClient, Budget, ClientOptions, Credentials};
+        use databricks_oauth_operator::databricks::{
+            AccountClient, Budget, ClientOptions, Credentials, Limits,
+        };
         let credentials = Credentials::ClientCredentials {
             client_id: ADMIN_ID.into(),
             client_secret: support::operator::ADMIN_SECRET.into(),
@@ -312,7 +314,7 @@ async fn the_operator_itself_runs_on_workload_identity_with_no_secret() {
             &emulator.url(),
             ACCOUNT_ID,
             credentials,
-            ClientOptions { budget: Budget::new(100.0, 100, 4), ..Default::default() },
+            ClientOptions { budget: Budget::new(Limits::uniform(100.0, 100, 4)), ..Default::default() },
         )
         .expect("client")
     };

@@ -3,7 +3,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    hash::{Hash, Hasher},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -111,6 +110,8 @@ impl Registry {
         check_namespace(&account, namespace, &labels)?;
         let (account, client) = self.client(ctx, account, CREDENTIALS_RECHECK).await?;
         let grants = Grants::for_namespace(&account.name_any(), &account.spec, namespace, &labels);
+        // Its requests take this namespace's turns in the account's budget.
+        let client = client.for_namespace(namespace);
         Ok(Access { account, client, grants })
     }
 
@@ -149,13 +150,9 @@ impl Registry {
             entry.checked = Instant::now();
             return Ok((account, entry.client.clone()));
         }
-        let limit = &account.spec.rate_limit;
+        let limits = account.spec.rate_limit.limits(ctx.config.concurrency);
         let options = ClientOptions {
-            budget: Budget::new(
-                f64::from(limit.requests_per_second),
-                limit.burst.max(1) as u32,
-                limit.max_concurrency.max(1) as u32,
-            ),
+            budget: Budget::with_observer(limits, Some(ctx.metrics.budget_observer(name))),
             observer: Some(ctx.metrics.databricks_observer()),
             ..ctx.config.client_options.clone()
         };
@@ -306,11 +303,8 @@ pub async fn reconcile(account: Arc<DatabricksAccount>, ctx: Arc<Context>) -> Re
     let uid = account.uid().unwrap_or_default();
     let client = ctx.accounts.checked_client(&ctx, &name).await;
     // Proven with this spec and these credentials (same client) since the last resync: nothing to call.
-    let fingerprint = client.as_ref().ok().map(|(_, c)| {
-        let mut hasher = std::hash::DefaultHasher::new();
-        (generation, c.instance_id()).hash(&mut hasher);
-        hasher.finish()
-    });
+    let fingerprint =
+        client.as_ref().ok().map(|(_, c)| super::lifecycle::Fingerprint::with(generation, c.instance_id()));
     if let Some(remaining) = fingerprint.and_then(|f| ctx.marks.fresh(&uid, f)) {
         return Ok(Action::requeue(remaining));
     }

@@ -22,7 +22,7 @@ use kube::{
 
 use super::{
     ANNOTATION_ROTATE, Context, Error, accounts::Access, conditions, ledger, lifecycle, secrets,
-    tenancy::DelegatedKind,
+    service_principal::rotation, tenancy::DelegatedKind,
 };
 use crate::{
     crd::{
@@ -45,14 +45,15 @@ const MAX_APPS_PER_NAMESPACE: usize = 100;
 pub async fn reconcile(app: Arc<DatabricksAppConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let apply =
         async |app: &DatabricksAppConnection, ctx: &Context, status: &mut DatabricksAppConnectionStatus| {
-            converge(app, ctx, status).await?;
+            let rotation_due = converge(app, ctx, status).await?;
             let message = format!(
                 "App connection {} (client id {}) is in sync; Secret {} is current",
                 display_name(app),
                 status.client_id.as_deref().unwrap_or("?"),
                 secret_name(app)
             );
-            Ok((message, ctx.config.jittered_resync()))
+            let resync = ctx.config.jittered_resync();
+            Ok((message, rotation_due.map_or(resync, |d| d.clamp(std::time::Duration::from_secs(1), resync))))
         };
     lifecycle::reconcile(app, ctx, apply, published_intact, cleanup).await
 }
@@ -96,7 +97,7 @@ async fn converge(
     app: &DatabricksAppConnection,
     ctx: &Context,
     status: &mut DatabricksAppConnectionStatus,
-) -> Result<(), Error> {
+) -> Result<Option<std::time::Duration>, Error> {
     let generation = app.metadata.generation;
     let namespace = app.namespace().unwrap_or_default();
     let access = ctx.accounts.client_for(ctx, &app.spec.account_ref.name, &namespace).await?;
@@ -152,7 +153,15 @@ async fn converge(
 
     // A confidential app's secret exists only in the Secret: if it is gone, say so; recreate only on request.
     let rotate_request = app.annotations().get(ANNOTATION_ROTATE).cloned();
-    let rotate_requested = rotate_request.is_some() && rotate_request != status.rotate_request;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    // A recreation by annotation waits for the least interval since the integration was created.
+    let rotation_waits = rotation::rotation_waits(
+        rotate_request.is_some() && rotate_request != status.rotate_request,
+        status.rotate_allowed_after.as_ref().map(|t| t.0),
+        now,
+    );
+    let rotate_requested =
+        rotate_request.is_some() && rotate_request != status.rotate_request && rotation_waits.is_none();
     let intact_secret = published
         .as_ref()
         .filter(|p| p.checksum_ok && p.data.get("DATABRICKS_CLIENT_ID") == status.client_id.as_ref())
@@ -161,6 +170,15 @@ async fn converge(
         && app.spec.confidential
         && (rotate_requested || intact_secret.is_none())
     {
+        if let Some(after) = rotation_waits.filter(|_| intact_secret.is_none()) {
+            return Err(Error::Waiting {
+                reason: "RotationWaits",
+                message: format!(
+                    "The integration is recreated for the {ANNOTATION_ROTATE} annotation at {after}: at most once per {}s",
+                    ctx.config.rotate_min_interval.as_secs()
+                ),
+            });
+        }
         if !rotate_requested {
             let message = format!(
                 "The client secret of confidential app {} is no longer in Secret {name} and Databricks cannot show it again. \
@@ -223,6 +241,8 @@ async fn converge(
             )
             .await?;
             ctx.fail_point("after-publish-app")?;
+            status.rotate_allowed_after =
+                rotation::next_rotation_allowed(now, ctx.config.rotate_min_interval).map(Time);
             created.integration_id.clone()
         }
     };
@@ -232,13 +252,21 @@ async fn converge(
     status.integration_id = Some(integration);
     status.secret_name = Some(name.clone());
     let client_id = status.client_id.clone().unwrap_or_default();
-    let message = match app.spec.confidential {
+    let mut message = match app.spec.confidential {
         true => format!("Secret {name} holds the client id and secret of {client_id}"),
         false => format!("Secret {name} holds the client id {client_id} (public client: no secret)"),
     };
+    let rotation_waits = rotation_waits.filter(|_| app.spec.confidential);
+    if let Some(after) = rotation_waits {
+        message.push_str(&format!(
+            "; the recreation the {ANNOTATION_ROTATE} annotation asks for waits until {after} (at most one per {}s)",
+            ctx.config.rotate_min_interval.as_secs()
+        ));
+    }
     conditions::published(&mut status.conditions, &message, generation);
     conditions::synced(&mut status.conditions, generation);
-    Ok(())
+    Ok(rotation_waits
+        .map(|after| std::time::Duration::try_from(after.duration_since(now)).unwrap_or_default()))
 }
 
 /// An integration created by a pass of this object that never recorded it: kept (public) or deleted

@@ -42,6 +42,7 @@ impl Error {
         match self {
             Self::Kube { .. } => "KubernetesError",
             Self::Databricks(e) if e.is_throttled() => "DatabricksThrottled",
+            Self::Databricks(e) if e.is_deferred() => "Deferred",
             Self::Databricks(e) if e.is_unauthenticated() => "DatabricksAuthenticationFailed",
             Self::Databricks(e) if e.status() == Some(403) => "DatabricksPermissionDenied",
             Self::Databricks(e) if e.is_retryable() => "DatabricksUnavailable",
@@ -70,6 +71,19 @@ impl Error {
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_transient(),
                 _ => true,
             },
+        }
+    }
+
+    /// The pass was deferred by the account's budget (its namespace had queued the most it may): nothing failed.
+    pub fn is_deferred(&self) -> bool {
+        match self {
+            Self::Databricks(e) => e.is_deferred(),
+            Self::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_deferred(),
+                _ => false,
+            },
+            _ => false,
         }
     }
 

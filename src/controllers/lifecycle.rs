@@ -2,7 +2,7 @@
 //! outcome of a pass into the `Ready` condition (plus a Warning event when a person must act).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     hash::{Hash, Hasher},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -49,23 +49,70 @@ pub fn is_paused<K: Resource>(obj: &K) -> bool {
 }
 
 /// What the last successful full pass of each object saw, by UID: a fingerprint of what the owner controls
-/// (generation and annotations) and when the next full pass is due. Most watch events are the operator's own
-/// status and Secret writes; an event that changes none of it gets a quick pass that only checks what the object
-/// publishes in the cluster, so Databricks is read again at the resync, not at every event.
+/// (generation and the operator's annotations) and when the next full pass is due. Most watch events are the
+/// operator's own status and Secret writes, or labels and other tools' annotations; an event that changes none of
+/// it gets a quick pass that only checks what the object publishes in the cluster, so Databricks is read again at
+/// the resync, not at every event.
 #[derive(Debug, Default)]
-pub struct Marks(Mutex<HashMap<String, (u64, Instant)>>);
+pub struct Marks(Mutex<HashMap<String, Mark>>);
+
+#[derive(Debug)]
+struct Mark {
+    seen: Fingerprint,
+    due: Instant,
+    /// When a change of the operator's annotations alone was first seen since the last full pass.
+    annotations_changed: Option<Instant>,
+}
+
+/// What a full pass depends on that the object's owner controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    generation: Option<i64>,
+    annotations: u64,
+}
+
+impl Fingerprint {
+    /// The generation and the operator's own annotations; labels and other annotations change nothing.
+    pub fn of<K: Resource>(obj: &K) -> Self {
+        let mut hasher = std::hash::DefaultHasher::new();
+        for key in super::OWN_ANNOTATIONS {
+            obj.annotations().get(key).hash(&mut hasher);
+        }
+        Self { generation: obj.meta().generation, annotations: hasher.finish() }
+    }
+
+    /// A generation and anything else a pass depends on, hashed.
+    pub(super) fn with(generation: Option<i64>, other: impl Hash) -> Self {
+        let mut hasher = std::hash::DefaultHasher::new();
+        other.hash(&mut hasher);
+        Self { generation, annotations: hasher.finish() }
+    }
+}
 
 impl Marks {
     /// Time left until the next full pass, when the object is unchanged since the last one.
-    pub(super) fn fresh(&self, uid: &str, fingerprint: u64) -> Option<Duration> {
+    pub(super) fn fresh(&self, uid: &str, seen: Fingerprint) -> Option<Duration> {
         let marks = self.0.lock().ok()?;
-        let (known, due) = marks.get(uid)?;
-        (*known == fingerprint).then(|| due.checked_duration_since(Instant::now())).flatten()
+        let mark = marks.get(uid)?;
+        (mark.seen == seen).then(|| mark.due.checked_duration_since(Instant::now())).flatten()
     }
 
-    pub(super) fn record(&self, uid: &str, fingerprint: u64, next: Duration) {
+    /// When only the operator's annotations changed since the last full pass: how long the pass they ask for
+    /// still waits (at most one such pass per `debounce`, however often they change).
+    pub(super) fn debounce(&self, uid: &str, seen: Fingerprint, debounce: Duration) -> Option<Duration> {
+        let mut marks = self.0.lock().ok()?;
+        let mark = marks.get_mut(uid)?;
+        if mark.seen.generation != seen.generation || mark.seen.annotations == seen.annotations {
+            return None;
+        }
+        let since = *mark.annotations_changed.get_or_insert_with(Instant::now);
+        (since + debounce).checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+    }
+
+    pub(super) fn record(&self, uid: &str, seen: Fingerprint, next: Duration) {
         if let Ok(mut marks) = self.0.lock() {
-            marks.insert(uid.to_owned(), (fingerprint, Instant::now() + next));
+            let mark = Mark { seen, due: Instant::now() + next, annotations_changed: None };
+            marks.insert(uid.to_owned(), mark);
         }
     }
 
@@ -85,13 +132,6 @@ pub fn trim<K: Managed>(obj: &mut K) {
     if let Some(status) = obj.status_mut() {
         K::conditions(status).clear();
     }
-}
-
-fn fingerprint<K: Resource>(obj: &K) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    obj.meta().generation.hash(&mut hasher);
-    obj.annotations().iter().collect::<BTreeMap<_, _>>().hash(&mut hasher);
-    hasher.finish()
 }
 
 /// Runs `apply` (or `cleanup` when the object is being deleted) behind the kind's finalizer. `apply` converges
@@ -138,6 +178,10 @@ where
     if let Some(remaining) = quick_pass(&*obj, ctx, &uid, &intact).await {
         return Ok(Action::requeue(remaining));
     }
+    // Only the operator's annotations changed: one full pass for a burst of changes, not one per change.
+    if let Some(wait) = ctx.marks.debounce(&uid, Fingerprint::of(&*obj), ctx.config.annotation_debounce) {
+        return Ok(Action::requeue(wait));
+    }
     // The watch cache can lag behind our own last status write; acting on a stale status (an id not yet
     // recorded) could repeat a create or delete what the previous pass made. Read the object fresh.
     let name = obj.name_any();
@@ -152,6 +196,7 @@ where
     {
         return Ok(Action::requeue(remaining));
     }
+    // A pass that fails must not leave a mark that would turn its retry into a quick pass.
     ctx.marks.forget(&uid);
     let generation = obj.meta().generation;
     let mut status = obj.status().cloned().unwrap_or_default();
@@ -162,7 +207,7 @@ where
         patch_status(&api, &obj, &status).await?;
         return Ok(Action::requeue(ctx.config.resync_interval));
     }
-    let fingerprint = fingerprint(&obj);
+    let fingerprint = Fingerprint::of(&obj);
     let outcome = apply(&obj, ctx, &mut status).await;
     K::set_observed_generation(&mut status, generation);
     match outcome {
@@ -181,14 +226,20 @@ where
         }
         Err(err) => {
             let message = err.to_string();
-            conditions::set(
-                K::conditions(&mut status),
-                conditions::READY,
-                false,
-                err.reason(),
-                &message,
-                generation,
-            );
+            // A deferred pass changed nothing and failed nothing: an object in sync stays Ready (what it did so
+            // far is still recorded below); one that is not says why it waits.
+            let in_sync = conditions::get(K::conditions(&mut status), conditions::READY)
+                .is_some_and(|c| c.status == "True" && c.observed_generation == generation);
+            if !(err.is_deferred() && in_sync) {
+                conditions::set(
+                    K::conditions(&mut status),
+                    conditions::READY,
+                    false,
+                    err.reason(),
+                    &message,
+                    generation,
+                );
+            }
             // The error is what matters; a failed status write is retried with it.
             let _ = patch_status(&api, &obj, &status).await;
             if !err.is_transient() {
@@ -206,7 +257,7 @@ where
     K: Managed,
     I: AsyncFn(&K, &Context, &K::Status) -> Result<bool, Error>,
 {
-    let remaining = ctx.marks.fresh(uid, fingerprint(obj))?;
+    let remaining = ctx.marks.fresh(uid, Fingerprint::of(obj))?;
     let status = obj.status().cloned().unwrap_or_default();
     matches!(intact(obj, ctx, &status).await, Ok(true)).then_some(remaining)
 }

@@ -51,6 +51,9 @@ pub const ANNOTATION_PAUSED: &str = "oauth.databricks-operator.io/paused";
 /// `orphan` leaves the remote object behind on deletion, whatever the spec says.
 pub const ANNOTATION_DELETION_POLICY: &str = "oauth.databricks-operator.io/deletion-policy";
 
+/// The annotations a full pass acts on; a change of any other annotation (or a label) costs no Databricks call.
+pub const OWN_ANNOTATIONS: [&str; 3] = [ANNOTATION_ROTATE, ANNOTATION_PAUSED, ANNOTATION_DELETION_POLICY];
+
 /// The namespace the operator is installed in by default (deploy/ and the Helm chart).
 pub const DEFAULT_NAMESPACE: &str = "databricks-oauth-operator";
 /// Where the deployment mounts the operator's projected token for workload identity.
@@ -73,6 +76,12 @@ pub struct Config {
     pub credentials_namespace: String,
     /// The only directory workload identity token files (`auth.workloadIdentity.tokenPath`) are read from.
     pub token_dir: std::path::PathBuf,
+    /// How long a full pass asked for by a change of the operator's annotations (`rotate`, `paused`,
+    /// `deletion-policy`) waits, so that a burst of changes costs one pass: at most one such pass per object per
+    /// this interval.
+    pub annotation_debounce: Duration,
+    /// The least time between two secrets minted for the rotate annotation on one object.
+    pub rotate_min_interval: Duration,
 }
 
 impl Default for Config {
@@ -85,6 +94,8 @@ impl Default for Config {
             concurrency: 16,
             credentials_namespace: DEFAULT_NAMESPACE.to_owned(),
             token_dir: std::path::PathBuf::from(DEFAULT_TOKEN_DIR),
+            annotation_debounce: Duration::from_secs(5),
+            rotate_min_interval: Duration::from_secs(300),
         }
     }
 }
@@ -274,7 +285,11 @@ fn error_policy<K: Resource<DynamicType = ()>>(
                 reason: err.reason().to_owned(),
             })
             .inc();
-        if err.is_transient() {
+        if err.is_deferred() {
+            // Expected while a namespace churns; the metric and the object's condition say so.
+            tracing::debug!(controller, object = %key, error = %err, "pass deferred");
+            Action::requeue(ctx.backoff.next(&key))
+        } else if err.is_transient() {
             tracing::warn!(controller, object = %key, reason = err.reason(), error = %err, "reconcile failed; retrying");
             Action::requeue(ctx.backoff.next(&key))
         } else {

@@ -276,45 +276,116 @@ fn default_adopt_deletion() -> super::PrincipalDeletionPolicy {
 }
 
 /// Client-side limits on calls to the Databricks account API, shared by every object that uses the account.
+/// Databricks limits reads, writes and PATCHes separately (about 20, 5 and 2 requests per second), so each class
+/// has a bucket of its own: a 429 slows only its class, and reads go on while writes wait. Within a class,
+/// namespaces take turns (each gets an equal share when several are busy), and one namespace may queue only
+/// `maxQueuedPerNamespace` requests; further passes of its objects are deferred and retried.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.burst >= self.requestsPerSecond")
+#[x_kube(validation = Rule::new("!has(self.burst) || has(self.requestsPerSecond)")
+    .message("rateLimit.burst caps the total and needs rateLimit.requestsPerSecond"))]
+#[x_kube(validation = Rule::new("!has(self.burst) || self.burst >= self.requestsPerSecond")
     .message("rateLimit.burst must be at least rateLimit.requestsPerSecond"))]
 pub struct RateLimit {
-    /// Sustained requests per second to the account API (a token bucket).
-    #[serde(default = "default_rps")]
+    /// GET requests (and the token requests that prove a new secret works). Default 20 per second, burst 10.
+    #[serde(default = "default_reads")]
+    pub reads: ClassRateLimit,
+    /// POST, PUT and DELETE requests. Default 5 per second, burst 2.
+    #[serde(default = "default_writes")]
+    pub writes: ClassRateLimit,
+    /// PATCH requests. Default 2 per second, burst 1.
+    #[serde(default = "default_patches")]
+    pub patches: ClassRateLimit,
+    /// Optional cap on all classes together, in requests per second (for an account whose limits are shared
+    /// with other tools). Unset: no cap beyond the classes'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
-    pub requests_per_second: i32,
-    /// Requests that may be sent at once after an idle period.
-    #[serde(default = "default_burst")]
+    pub requests_per_second: Option<i32>,
+    /// Burst of the total cap (default: `requestsPerSecond`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
-    pub burst: i32,
-    /// Requests in flight at once.
+    pub burst: Option<i32>,
+    /// Requests in flight at once, all classes together.
     #[serde(default = "default_max_concurrency")]
     #[schemars(range(min = 1, max = 64))]
     pub max_concurrency: i32,
+    /// Requests one namespace may have waiting for this account, all classes together. A pass that would queue
+    /// more is deferred (`Ready=False, reason=Deferred` on an object that is not Ready yet) and retried with
+    /// backoff, so a namespace that churns never holds every reconcile worker. The operator lowers it to half
+    /// its `--concurrency` when that is smaller.
+    #[serde(default = "default_max_queued")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_queued_per_namespace: i32,
+}
+
+/// One class's token bucket.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassRateLimit {
+    /// Sustained requests per second.
+    #[schemars(range(min = 1, max = 1000))]
+    pub requests_per_second: i32,
+    /// Requests that may be sent at once after an idle period.
+    #[schemars(range(min = 1, max = 1000))]
+    pub burst: i32,
 }
 
 impl Default for RateLimit {
     fn default() -> Self {
         Self {
-            requests_per_second: default_rps(),
-            burst: default_burst(),
+            reads: default_reads(),
+            writes: default_writes(),
+            patches: default_patches(),
+            requests_per_second: None,
+            burst: None,
             max_concurrency: default_max_concurrency(),
+            max_queued_per_namespace: default_max_queued(),
         }
     }
 }
 
-fn default_rps() -> i32 {
-    10
+impl RateLimit {
+    /// The client's budget limits; `concurrency` is the operator's reconcile workers per kind.
+    pub fn limits(&self, concurrency: u16) -> crate::databricks::Limits {
+        use crate::databricks::{Limits, Rate};
+        let rate =
+            |c: &ClassRateLimit| Rate::new(f64::from(c.requests_per_second.max(1)), c.burst.max(1) as u32);
+        Limits {
+            reads: rate(&self.reads),
+            writes: rate(&self.writes),
+            patches: rate(&self.patches),
+            total: self
+                .requests_per_second
+                .map(|rps| Rate::new(f64::from(rps.max(1)), self.burst.unwrap_or(rps).max(1) as u32)),
+            max_concurrency: self.max_concurrency.max(1) as u32,
+            max_queued_per_namespace: (self.max_queued_per_namespace.max(1) as u32)
+                .min(u32::from(concurrency / 2).max(1)),
+        }
+    }
 }
 
-fn default_burst() -> i32 {
-    20
+fn class_default(rate: crate::databricks::Rate) -> ClassRateLimit {
+    ClassRateLimit { requests_per_second: rate.per_second as i32, burst: rate.burst as i32 }
+}
+
+fn default_reads() -> ClassRateLimit {
+    class_default(crate::databricks::Limits::DOCUMENTED.reads)
+}
+
+fn default_writes() -> ClassRateLimit {
+    class_default(crate::databricks::Limits::DOCUMENTED.writes)
+}
+
+fn default_patches() -> ClassRateLimit {
+    class_default(crate::databricks::Limits::DOCUMENTED.patches)
 }
 
 fn default_max_concurrency() -> i32 {
-    4
+    crate::databricks::Limits::DOCUMENTED.max_concurrency as i32
+}
+
+fn default_max_queued() -> i32 {
+    crate::databricks::Limits::DOCUMENTED.max_queued_per_namespace as i32
 }
 
 /// Observed state of a DatabricksAccount.

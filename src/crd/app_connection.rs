@@ -154,6 +154,10 @@ pub struct DatabricksAppConnectionStatus {
     /// The value of the `oauth.databricks-operator.io/rotate` annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_request: Option<String>,
+    /// The earliest time a new value of the rotate annotation recreates the integration again: its creation plus
+    /// the operator's `--rotate-min-interval`. A request before then waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_allowed_after: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// `Ready`, `Synced` and `CredentialsReady`, each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

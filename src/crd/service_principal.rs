@@ -256,6 +256,10 @@ pub struct CredentialsStatus {
     /// The value of the `oauth.databricks-operator.io/rotate` annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_request: Option<String>,
+    /// The earliest time a new value of the rotate annotation mints again: the last mint plus the operator's
+    /// `--rotate-min-interval`. A request before then waits for it (the CredentialsReady condition says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_allowed_after: Option<Time>,
 }
 
 /// A replaced OAuth secret kept valid for the rotation grace period, so workloads can pick up the new one.

@@ -12,7 +12,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 use super::{
-    Budget, Credentials, Error, TokenProvider,
+    Budget, Class, Credentials, Error, Limits, Permit, TokenProvider,
     types::{
         AppPage, AssignmentList, CreatedCustomApp, CreatedSecret, CustomApp, CustomAppUpdate,
         FederationPolicy, NewCustomApp, NewServicePrincipal, PatchOperation, PermissionAssignment,
@@ -54,16 +54,18 @@ impl Default for ClientOptions {
             max_attempts: 5,
             max_retry_wait: Duration::from_secs(30),
             retry_budget: Duration::from_secs(120),
-            budget: Budget::new(10.0, 20, 4),
+            budget: Budget::new(Limits::DOCUMENTED),
             observer: None,
         }
     }
 }
 
-/// A client of one Databricks account.
+/// A client of one Databricks account. Clones share the connection, tokens and budget; each clone may speak for
+/// another namespace ([`AccountClient::for_namespace`]), which is whose turn its requests take in the budget.
 #[derive(Clone)]
 pub struct AccountClient {
     inner: Arc<Inner>,
+    namespace: Arc<str>,
 }
 
 struct Inner {
@@ -114,7 +116,18 @@ impl AccountClient {
             .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
         let token_url = format!("{host}/oidc/accounts/{account_id}/v1/token");
         let tokens = TokenProvider::new(http.clone(), token_url, credentials);
-        Ok(Self { inner: Arc::new(Inner { http, host, account_id: account_id.to_owned(), tokens, options }) })
+        let inner = Arc::new(Inner { http, host, account_id: account_id.to_owned(), tokens, options });
+        Ok(Self { inner, namespace: Arc::from("") })
+    }
+
+    /// The same client, queuing its requests as `namespace`'s (empty: the account's own calls).
+    pub fn for_namespace(&self, namespace: &str) -> Self {
+        Self { inner: self.inner.clone(), namespace: Arc::from(namespace) }
+    }
+
+    /// The account's budget (shared by every clone).
+    pub fn budget(&self) -> &Budget {
+        &self.inner.options.budget
     }
 
     /// Identifies this client (and its clones): a rebuilt client, for new credentials, has another.
@@ -169,8 +182,8 @@ impl AccountClient {
         client_id: &str,
         client_secret: &str,
     ) -> Result<TokenResponse, Error> {
-        // A token request is a request like any other to the account's rate limit.
-        let _permit = self.inner.options.budget.acquire().await;
+        // A token request is a request like any other to the account's rate limit (it stores nothing: a read).
+        let _permit = self.acquire("oidc.verify", Class::Read).await?;
         super::auth::client_credentials(
             &self.inner.http,
             &self.token_endpoint(),
@@ -481,6 +494,15 @@ impl AccountClient {
 
     // ---- the request loop ----
 
+    /// This namespace's turn in the budget of `class`.
+    async fn acquire(&self, operation: &'static str, class: Class) -> Result<Permit, Error> {
+        self.inner.options.budget.acquire(class, &self.namespace).await.map_err(|d| Error::Deferred {
+            operation,
+            class: d.class.name(),
+            queued: d.queued,
+        })
+    }
+
     /// Every item of a token-paginated list: `page_size`/`page_token` until `next_page_token` is absent or empty.
     async fn paginate<P: DeserializeOwned, T>(
         &self,
@@ -533,7 +555,7 @@ impl AccountClient {
         let mut refreshed_token = false;
         loop {
             attempt += 1;
-            let permit = inner.options.budget.acquire().await;
+            let permit = self.acquire(operation, Class::of(&method)).await?;
             let token = inner.tokens.token().await?;
             let mut request = inner
                 .http
@@ -587,8 +609,8 @@ impl AccountClient {
                 error.retry_after().unwrap_or_else(|| backoff(attempt)).min(inner.options.max_retry_wait);
             tracing::debug!(operation, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying Databricks call");
             if error.is_throttled() {
-                // Throttling is per account: slow every caller down, not just this one.
-                inner.options.budget.back_off(wait).await;
+                // Databricks limits each class of request per account: slow down every caller of this class.
+                inner.options.budget.back_off(Class::of(&method), wait);
             } else {
                 tokio::time::sleep(wait).await;
             }

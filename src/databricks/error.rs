@@ -24,6 +24,12 @@ pub enum Error {
     /// The client was configured wrongly (for example plain http to a remote host).
     #[error("invalid Databricks client configuration: {0}")]
     Config(String),
+    /// The namespace already had the most requests it may queue for the account; nothing was sent.
+    #[error(
+        "{operation}: deferred: this namespace already has {queued} Databricks requests waiting for the account's \
+         {class} budget, the most one namespace may queue; tried again shortly"
+    )]
+    Deferred { operation: &'static str, class: &'static str, queued: u32 },
     /// An id that is not a plain path segment; no request was sent.
     #[error("{what} {value:?} is not a valid Databricks id; no request was sent")]
     InvalidId { what: &'static str, value: String },
@@ -60,9 +66,14 @@ impl Error {
             Self::Api { status, .. } | Self::OAuth { status, .. } => {
                 matches!(status, 429 | 500 | 502 | 503 | 504)
             }
-            Self::Transport { .. } => true,
+            Self::Transport { .. } | Self::Deferred { .. } => true,
             Self::Decode { .. } | Self::TokenFile { .. } | Self::Config(_) | Self::InvalidId { .. } => false,
         }
+    }
+
+    /// The request was not sent because the namespace's queue was full.
+    pub fn is_deferred(&self) -> bool {
+        matches!(self, Self::Deferred { .. })
     }
 
     /// The credentials were refused (401 / `invalid_client`).

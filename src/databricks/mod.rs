@@ -7,7 +7,7 @@ mod error;
 pub mod types;
 
 pub use auth::{Credentials, TokenProvider};
-pub use budget::Budget;
+pub use budget::{Budget, BudgetObserver, Class, Deferred, Limits, Permit, Rate};
 pub use client::{AccountClient, ClientOptions, Observer};
 pub use error::Error;
 

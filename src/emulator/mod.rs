@@ -115,14 +115,106 @@ impl FaultRule {
     }
 }
 
-/// A server-side token bucket, as Databricks throttles with 429.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Server-side token buckets, as Databricks throttles with 429. Databricks limits classes of request separately
+/// (GET about 20/s, POST/PUT/DELETE about 5/s, PATCH about 2/s; reference "Account SCIM rate limits"), so each
+/// class has an optional bucket, and `all` optionally limits every request. The token endpoint counts as a read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RateLimit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<Bucket>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reads: Option<Bucket>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes: Option<Bucket>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patches: Option<Bucket>,
+    /// The `Retry-After` of a throttled answer, in seconds (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u32>,
+}
+
+/// One token bucket: a sustained rate and how many requests it takes at once after idling.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Bucket {
     pub requests_per_second: f64,
     pub burst: f64,
-    /// Throttle only writes (POST, PUT, PATCH, DELETE).
-    #[serde(default)]
-    pub writes_only: bool,
+}
+
+impl RateLimit {
+    /// One bucket for every request.
+    pub fn all(requests_per_second: f64, burst: f64) -> Self {
+        Self { all: Some(Bucket { requests_per_second, burst }), ..Self::default() }
+    }
+
+    /// Databricks' documented per-class limits, each with a one-second burst.
+    pub fn documented() -> Self {
+        let bucket = |rate: f64| Some(Bucket { requests_per_second: rate, burst: rate });
+        Self { reads: bucket(20.0), writes: bucket(5.0), patches: bucket(2.0), ..Self::default() }
+    }
+}
+
+/// The class of a request for rate limits: `reads`, `writes` or `patches`.
+pub fn rate_class(method: &Method, operation: &str) -> &'static str {
+    match *method {
+        _ if operation.starts_with("oidc.") => "reads",
+        Method::GET | Method::HEAD => "reads",
+        Method::PATCH => "patches",
+        _ => "writes",
+    }
+}
+
+/// The buckets' fill, beside their settings.
+struct Throttle {
+    limit: RateLimit,
+    /// Tokens of `all`, `reads`, `writes`, `patches`.
+    tokens: [f64; 4],
+    last: Instant,
+}
+
+impl Throttle {
+    fn new(limit: RateLimit) -> Self {
+        let burst = |b: Option<Bucket>| b.map_or(0.0, |b| b.burst);
+        let tokens = [burst(limit.all), burst(limit.reads), burst(limit.writes), burst(limit.patches)];
+        Self { limit, tokens, last: Instant::now() }
+    }
+
+    /// Whether a request of `class` is refused; an accepted one takes a token from each bucket it passes.
+    fn refuses(&mut self, class: &str) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        let buckets = [self.limit.all, self.limit.reads, self.limit.writes, self.limit.patches];
+        for (tokens, bucket) in self.tokens.iter_mut().zip(buckets) {
+            if let Some(b) = bucket {
+                *tokens = (*tokens + elapsed * b.requests_per_second).min(b.burst);
+            }
+        }
+        let applies = [true, class == "reads", class == "writes", class == "patches"];
+        let passing: Vec<usize> = (0..4).filter(|i| applies[*i] && buckets[*i].is_some()).collect();
+        if passing.iter().any(|i| self.tokens[*i] < 1.0) {
+            return true;
+        }
+        for i in passing {
+            self.tokens[i] -= 1.0;
+        }
+        false
+    }
+}
+
+/// One request as the emulator saw it (for tests that attribute requests to their callers).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoggedRequest {
+    /// Milliseconds since the Unix epoch when the request arrived.
+    pub at_ms: u64,
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// `reads`, `writes` or `patches`.
+    pub class: String,
+    pub status: u16,
+    /// For the token endpoint: the client id of a Basic-authenticated request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 /// Request counts per operation.
@@ -136,6 +228,9 @@ pub struct Stats {
     /// `METHOD path` of every write, oldest first (the first 100,000): which remote objects were written.
     #[serde(default)]
     pub write_paths: Vec<String>,
+    /// Every request, oldest first (the first 200,000).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<LoggedRequest>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -166,7 +261,7 @@ impl Stats {
 #[derive(Default)]
 struct Control {
     faults: Vec<(FaultRule, u32)>,
-    rate_limit: Option<(RateLimit, f64, Instant)>,
+    rate_limit: Option<Throttle>,
     stats: Stats,
 }
 
@@ -186,21 +281,10 @@ impl Control {
         None
     }
 
-    fn throttle(&mut self, write: bool) -> bool {
-        let Some((limit, tokens, last)) = self.rate_limit.as_mut() else { return false };
-        if limit.writes_only && !write {
-            return false;
-        }
-        let now = Instant::now();
-        *tokens =
-            (*tokens + now.duration_since(*last).as_secs_f64() * limit.requests_per_second).min(limit.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            false
-        } else {
-            true
-        }
+    /// When a request of `class` is throttled: the `Retry-After` to answer with.
+    fn throttle(&mut self, class: &str) -> Option<u32> {
+        let throttle = self.rate_limit.as_mut()?;
+        throttle.refuses(class).then(|| throttle.limit.retry_after_seconds.unwrap_or(1))
     }
 }
 
@@ -298,6 +382,14 @@ async fn gatekeeper(AxumState(shared): AxumState<Shared>, request: Request, next
     let Some((operation, write)) = classify(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
+    let class = rate_class(request.method(), operation);
+    let method = request.method().to_string();
+    let target =
+        request.uri().path_and_query().map_or_else(|| request.uri().path().to_owned(), |p| p.to_string());
+    let client_id = (operation == "oidc.token").then(|| oidc::basic_client_id(request.headers())).flatten();
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let (fault, throttled) = {
         let mut control = shared.control.lock().await;
         let stats = &mut control.stats;
@@ -313,10 +405,10 @@ async fn gatekeeper(AxumState(shared): AxumState<Shared>, request: Request, next
         let entry = stats.operations.entry(operation.to_owned()).or_default();
         entry.count += 1;
         entry.write = write;
-        let throttled = control.throttle(write);
-        (if throttled { None } else { control.take_fault(operation) }, throttled)
+        let throttled = control.throttle(class);
+        (if throttled.is_some() { None } else { control.take_fault(operation) }, throttled)
     };
-    let response = if throttled {
+    let response = if let Some(retry_after) = throttled {
         let mut response = if operation.starts_with("oidc.") {
             ApiError::oauth(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -332,7 +424,7 @@ async fn gatekeeper(AxumState(shared): AxumState<Shared>, request: Request, next
             }
             .into_response()
         };
-        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
         response
     } else {
         if let Some(latency) = fault.as_ref().map(|f| f.latency_ms).filter(|l| *l > 0) {
@@ -365,6 +457,11 @@ async fn gatekeeper(AxumState(shared): AxumState<Shared>, request: Request, next
     }
     let entry = control.stats.operations.entry(operation.to_owned()).or_default();
     *entry.statuses.entry(response.status().as_u16()).or_default() += 1;
+    if control.stats.log.len() < 200_000 {
+        let status = response.status().as_u16();
+        let class = class.to_owned();
+        control.stats.log.push(LoggedRequest { at_ms, method, target, class, status, client_id });
+    }
     response
 }
 
@@ -491,8 +588,7 @@ async fn admin_clear_faults(AxumState(s): AxumState<Shared>) -> StatusCode {
 }
 
 async fn admin_set_rate_limit(AxumState(s): AxumState<Shared>, Json(limit): Json<RateLimit>) -> StatusCode {
-    let burst = limit.burst;
-    s.control.lock().await.rate_limit = Some((limit, burst, Instant::now()));
+    s.control.lock().await.rate_limit = Some(Throttle::new(limit));
     StatusCode::NO_CONTENT
 }
 
@@ -645,10 +741,7 @@ impl Emulator {
     }
 
     pub async fn set_rate_limit(&self, limit: Option<RateLimit>) {
-        self.shared.control.lock().await.rate_limit = limit.map(|l| {
-            let burst = l.burst;
-            (l, burst, Instant::now())
-        });
+        self.shared.control.lock().await.rate_limit = limit.map(Throttle::new);
     }
 
     pub async fn set_consistency_delay(&self, delay: Duration) {

@@ -170,6 +170,11 @@ pub async fn token(
     }
 }
 
+/// The client id of a `client_secret_basic` request (for the request log; never the secret).
+pub(super) fn basic_client_id(headers: &HeaderMap) -> Option<String> {
+    basic_credentials(headers).map(|(id, _)| id)
+}
+
 /// `client_secret_basic`: `Authorization: Basic base64(id:secret)` with both parts form-urlencoded.
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;

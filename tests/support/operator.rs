@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use databricks_oauth_operator::{
     controllers::{self, Context, FailPoints},
     crd::{DatabricksAccount, ServicePrincipal},
-    databricks::{AccountClient, Budget, ClientOptions, Credentials},
+    databricks::{AccountClient, Budget, ClientOptions, Credentials, Limits},
     emulator::{Emulator, EmulatorConfig},
     metrics::Metrics,
 };
@@ -56,6 +56,18 @@ pub struct OperatorOptions {
     pub own_namespace_only: bool,
     /// Where the account credentials Secret lives (default: [`CREDENTIALS_NAMESPACE`]).
     pub credentials_namespace: Option<String>,
+    /// The account's `spec.rateLimit` (default: far above what tests send, so they are not paced).
+    pub rate_limit: Value,
+    /// The operator's `--annotation-debounce` (default 1 s).
+    pub annotation_debounce: Duration,
+    /// The operator's `--rotate-min-interval` (default 0: every new rotate value mints).
+    pub rotate_min_interval: Duration,
+}
+
+/// A `spec.rateLimit` with the same bucket for every class.
+pub fn uniform_rate_limit(rate: u32, burst: u32, max_concurrency: u32) -> Value {
+    let class = json!({"requestsPerSecond": rate, "burst": burst});
+    json!({"reads": class, "writes": class, "patches": class, "maxConcurrency": max_concurrency})
 }
 
 impl Default for OperatorOptions {
@@ -69,6 +81,9 @@ impl Default for OperatorOptions {
             tenancy: json!({"singleTenant": true}),
             own_namespace_only: true,
             credentials_namespace: None,
+            rate_limit: uniform_rate_limit(200, 200, 16),
+            annotation_debounce: Duration::from_secs(1),
+            rotate_min_interval: Duration::ZERO,
         }
     }
 }
@@ -87,7 +102,8 @@ pub fn token_dir() -> std::path::PathBuf {
 pub fn admin_client(emulator: &Emulator) -> AccountClient {
     let credentials =
         Credentials::ClientCredentials { client_id: ADMIN_ID.into(), client_secret: ADMIN_SECRET.into() };
-    let options = ClientOptions { budget: Budget::new(1000.0, 1000, 8), ..ClientOptions::default() };
+    let options =
+        ClientOptions { budget: Budget::new(Limits::uniform(1000.0, 1000, 8)), ..ClientOptions::default() };
     AccountClient::new(&emulator.url(), ACCOUNT_ID, credentials, options).expect("client")
 }
 
@@ -125,7 +141,7 @@ impl TestEnv {
             "accountId": ACCOUNT_ID,
             "host": emulator.url(),
             "auth": {"oauthM2M": {"secretRef": {"namespace": credentials_namespace, "name": secret_name}}},
-            "rateLimit": {"requestsPerSecond": 200, "burst": 200, "maxConcurrency": 16},
+            "rateLimit": options.rate_limit,
         });
         if let Some(allowed) = options.allowed_namespaces {
             spec["allowedNamespaces"] = allowed;
@@ -148,6 +164,8 @@ impl TestEnv {
             namespace: options.own_namespace_only.then(|| self.namespace.clone()),
             credentials_namespace: credentials_namespace.clone(),
             token_dir: token_dir(),
+            annotation_debounce: options.annotation_debounce,
+            rotate_min_interval: options.rotate_min_interval,
             ..controllers::Config::default()
         };
         let ctx = Arc::new(Context::new(

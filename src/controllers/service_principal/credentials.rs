@@ -174,7 +174,11 @@ pub(super) async fn converge_credentials(
     let renew_at = expire.map(|e| e - to_signed(renew_before));
     let data_value = intact.and_then(|p| p.data.get("DATABRICKS_CLIENT_SECRET").cloned());
 
-    if let Some(why) = rotation::mint(published_id.is_some(), rotate_requested, renew_at, now) {
+    // A rotation by annotation waits for the least interval since the last mint.
+    let rotation_waits =
+        rotation::rotation_waits(rotate_requested, creds.rotate_allowed_after.as_ref().map(|t| t.0), now);
+    let rotate_now = rotate_requested && rotation_waits.is_none();
+    if let Some(why) = rotation::mint(published_id.is_some(), rotate_now, renew_at, now) {
         // At most 5 secrets: make room by retiring early, never by touching secrets the operator does not know.
         let limit = crate::databricks::MAX_SECRETS_PER_PRINCIPAL;
         match rotation::make_room(remote.len(), limit, &mut creds.retiring) {
@@ -226,6 +230,9 @@ pub(super) async fn converge_credentials(
         }
         creds.secret_id = Some(created.info.id.clone());
         creds.minting_since = None;
+        // From the mint itself, not the start of the pass: the interval is between secrets created.
+        creds.rotate_allowed_after =
+            rotation::next_rotation_allowed(Timestamp::now(), ctx.config.rotate_min_interval).map(Time);
         if rotate_requested {
             creds.rotate_request = rotate_request;
         }
@@ -275,19 +282,31 @@ pub(super) async fn converge_credentials(
             })
             .set(expire.0.as_second());
     }
-    let message = format!(
+    // Only when no mint happened does the request still wait.
+    let rotation_waits =
+        rotation_waits.filter(|_| creds.rotate_request != sp.annotations().get(ANNOTATION_ROTATE).cloned());
+    let mut message = format!(
         "Secret {secret_name} holds verified secret {} (expires {}, rotates {})",
         creds.secret_id.as_deref().unwrap_or("?"),
         creds.expire_time.as_ref().map_or("never".to_owned(), |t| t.0.to_string()),
         creds.renew_time.as_ref().map_or("never".to_owned(), |t| t.0.to_string()),
     );
+    if let Some(after) = rotation_waits {
+        message.push_str(&format!(
+            "; the rotation the {ANNOTATION_ROTATE} annotation asks for waits until {after} (at most one per {}s)",
+            ctx.config.rotate_min_interval.as_secs()
+        ));
+    }
     conditions::published(&mut status.conditions, &message, generation);
-    let wake =
-        [creds.renew_time.as_ref().map(|t| t.0), creds.retiring.iter().map(|r| r.delete_after.0).min()]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|t| Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO));
+    let wake = [
+        creds.renew_time.as_ref().map(|t| t.0),
+        creds.retiring.iter().map(|r| r.delete_after.0).min(),
+        rotation_waits,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .map(|t| Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO));
     status.credentials = Some(creds);
     Ok(wake)
 }

@@ -8,7 +8,7 @@
 
 mod credentials;
 mod ownership;
-mod rotation;
+pub(super) mod rotation;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

@@ -78,6 +78,23 @@ pub fn mint(
     }
 }
 
+/// When a rotation the rotate annotation asks for must wait: until `allowed_after` (the last mint plus the
+/// operator's `--rotate-min-interval`), so a pipeline that stamps the annotation on every deploy mints at most once
+/// per interval. `None`: it may go ahead now (or none was asked for).
+pub fn rotation_waits(
+    requested: bool,
+    allowed_after: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    allowed_after.filter(|after| requested && *after > now)
+}
+
+/// When the next rotation by annotation is allowed after minting at `now` (`None` when the interval is zero).
+pub fn next_rotation_allowed(now: Timestamp, interval: std::time::Duration) -> Option<Timestamp> {
+    let interval = SignedDuration::try_from(interval).unwrap_or(SignedDuration::MAX);
+    (!interval.is_zero()).then(|| now.checked_add(interval).unwrap_or(Timestamp::MAX))
+}
+
 /// Room for one more secret under the limit: nothing to do, retire this one early (the soonest due), or no room
 /// without touching secrets the operator does not know (`Err`).
 pub fn make_room(
@@ -144,6 +161,19 @@ mod tests {
         assert_eq!(mint(true, false, Some(at("2026-11-30T11:59:59Z")), now), Some(Mint::RotationDue));
         assert_eq!(mint(true, false, Some(at("2026-11-30T12:00:01Z")), now), None);
         assert_eq!(mint(true, false, None, now), None);
+    }
+
+    #[test]
+    fn the_rotate_annotation_mints_at_most_once_per_interval() {
+        let now = at("2026-11-30T12:00:00Z");
+        let after = Some(at("2026-11-30T12:05:00Z"));
+        assert_eq!(rotation_waits(true, after, now), after);
+        assert_eq!(rotation_waits(false, after, now), None, "nothing asked for, nothing waits");
+        assert_eq!(rotation_waits(true, after, at("2026-11-30T12:05:00Z")), None, "due at the instant");
+        assert_eq!(rotation_waits(true, None, now), None, "never minted (or no interval)");
+        let interval = std::time::Duration::from_secs(300);
+        assert_eq!(next_rotation_allowed(now, interval), after);
+        assert_eq!(next_rotation_allowed(now, std::time::Duration::ZERO), None);
     }
 
     #[test]
