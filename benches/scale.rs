@@ -4,6 +4,7 @@
 //!
 //! Settings (environment): `BENCH_SIZES` (default `100,1000,10000`), `BENCH_MIXED` (objects of each kind in the
 //! mixed run, default 200; 0 skips it), `BENCH_LIMITED` (principals in the rate-limited run, default 40; 0 skips),
+//! `BENCH_TWO_TENANTS` (principals of tenants A and B in the two-tenant run, default `500,20`; `0` skips),
 //! `BENCH_OUT` (default `target/bench`).
 
 use std::{
@@ -108,14 +109,20 @@ async fn run() -> Result<(), BoxError> {
         Some(&n) => Some(bench.rate_limited(n).await?),
         None => None,
     };
+    let tenants = env_list("BENCH_TWO_TENANTS", "500,20");
+    let two_tenants = match tenants.as_slice() {
+        [a, b, ..] if *a > 0 && *b > 0 => Some(bench.two_tenants(*a, *b).await?),
+        _ => None,
+    };
     let report = json!({
         "machine": machine(),
         "settings": {"concurrency": CONCURRENCY, "inFlight": IN_FLIGHT, "workspace": WORKSPACE},
         "runs": runs,
         "rateLimited": limited,
+        "twoTenants": two_tenants,
     });
     std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
-    let markdown = markdown(&runs, limited.as_ref());
+    let markdown = markdown(&runs, limited.as_ref(), two_tenants.as_ref());
     std::fs::write(out.join("bench.md"), &markdown)?;
     println!("\n{markdown}");
     println!("written: {0}/bench.json {0}/bench.md", out.display());
@@ -215,6 +222,28 @@ struct LimitedReport {
     ratio_to_floor: f64,
 }
 
+#[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+struct TwoTenantReport {
+    a_principals: usize,
+    b_principals: usize,
+    /// Databricks' limits the emulator enforces, per class (requests per second).
+    limits: BTreeMap<String, f64>,
+    /// A's principals Ready when B arrived and when B was all Ready.
+    a_ready_at_b_arrival: usize,
+    a_ready_at_b_ready: usize,
+    b_seconds_to_ready: f64,
+    /// B's requests by class, from the emulator's log.
+    b_requests: BTreeMap<String, u64>,
+    /// B's requests of the binding class at half that class's rate (two busy namespaces).
+    b_floor_seconds: f64,
+    b_ratio_to_floor: f64,
+    requests: u64,
+    throttled: u64,
+    throttled_share: f64,
+    deferred_passes: f64,
+}
+
 struct Bench {
     client: Client,
     kubeconfig: PathBuf,
@@ -236,6 +265,18 @@ impl Bench {
 
     /// A fresh emulator and a DatabricksAccount (named like the namespace) pointing at it.
     async fn account(&self, namespace: &str, rate_limit: Value) -> Result<Emulator, BoxError> {
+        self.shared_account(namespace, &[namespace], Some(rate_limit)).await
+    }
+
+    /// A fresh emulator and a DatabricksAccount named `name`, its credentials in the namespace `name`, delegated
+    /// to `tenants`; `rate_limit` unset keeps the defaults (Databricks' documented limits).
+    async fn shared_account(
+        &self,
+        name: &str,
+        tenants: &[&str],
+        rate_limit: Option<Value>,
+    ) -> Result<Emulator, BoxError> {
+        let namespace = name;
         let secret = format!("bench-{}", rand::random::<u64>());
         let mut config = EmulatorConfig::new(ACCOUNT_ID, ADMIN_ID, &secret);
         config.workspaces = vec![WORKSPACE];
@@ -252,11 +293,14 @@ impl Bench {
             "metadata": {"name": namespace},
             "spec": {"accountId": ACCOUNT_ID, "host": emulator.url(),
                      "auth": {"oauthM2M": {"secretRef": {"namespace": namespace, "name": "account-admin"}}},
-                     "delegations": [{"namespaces": {"names": [namespace]},
+                     "delegations": [{"namespaces": {"names": tenants},
                                       "workspaces": [{"workspaceId": WORKSPACE}],
-                                      "appConnections": true, "trustPolicies": true}],
-                     "rateLimit": rate_limit},
+                                      "appConnections": true, "trustPolicies": true}]},
         }))?;
+        let mut account = account;
+        if let Some(limit) = rate_limit {
+            account.spec.rate_limit = serde_json::from_value(limit)?;
+        }
         Api::<DatabricksAccount>::all(self.client.clone())
             .patch(namespace, &PatchParams::apply("bench").force(), &Patch::Apply(&account))
             .await?;
@@ -453,6 +497,107 @@ impl Bench {
             ratio_to_floor: seconds / floor,
         })
     }
+
+    /// Two tenants on one account with Databricks' documented per-class limits: A creates `a` principals, and
+    /// once A's work is in full flow B creates `b`. B's time to Ready against its own floor: its requests at
+    /// half of each class's rate. On a control plane of its own (the operator watches every namespace).
+    async fn two_tenants(&self, a: usize, b: usize) -> Result<TwoTenantReport, BoxError> {
+        self.log(&format!("== two tenants: A {a} principals, then B {b}, at Databricks' documented limits"));
+        let plane = ControlPlane::start().await?;
+        plane.install_crds().await?;
+        let kubeconfig = plane.root().join("kubeconfig");
+        plane.write_admin_kubeconfig(&kubeconfig)?;
+        let client = plane.admin_client().await?;
+        let bench = Bench { client: client.clone(), kubeconfig: kubeconfig.clone(), started: self.started };
+        let (platform, ns_a, ns_b) = ("platform", "tenant-a", "tenant-b");
+        for ns in [platform, ns_a, ns_b] {
+            bench.namespace(ns).await?;
+        }
+        let emulator = bench.shared_account(platform, &[ns_a, ns_b], None).await?;
+        let operator =
+            Operator::start_watching(&kubeconfig, None, platform, Duration::from_secs(600)).await?;
+        wait_account_ready(&client, platform).await?;
+        let limit = RateLimit::documented();
+        emulator.set_rate_limit(Some(limit.clone())).await;
+        emulator.reset_stats().await;
+        let (ready_a, ready_b) = (Readiness::watch(&client, ns_a), Readiness::watch(&client, ns_b));
+        let start = Instant::now();
+        create_all(&client, objects_of(ns_a, platform, Scenario::principals(a))).await?;
+        ready_a.wait_for(a / 10, start, Duration::from_secs(1800)).await?;
+        let a_at_arrival = ready_a.count();
+        let b_start = Instant::now();
+        let b_start_ms = now_ms();
+        create_all(&client, objects_of(ns_b, platform, Scenario::principals(b))).await?;
+        ready_b.wait_for(b, b_start, Duration::from_secs(1800)).await?;
+        let b_seconds = b_start.elapsed().as_secs_f64();
+        let a_at_ready = ready_a.count();
+        let b_ready_ms = now_ms();
+        let stats = emulator.stats().await;
+        let deferred = operator.metric_sum("databricks_oauth_operator_budget_deferred_total").await;
+        // B's requests: those naming one of B's principals (UID, id or application id).
+        let b_objects =
+            Api::<ServicePrincipal>::namespaced(client.clone(), ns_b).list(&Default::default()).await?;
+        let marks: std::collections::BTreeSet<String> = b_objects
+            .items
+            .iter()
+            .flat_map(|sp| {
+                let status = sp.status.clone().unwrap_or_default();
+                [sp.uid(), status.id, status.application_id]
+            })
+            .flatten()
+            .collect();
+        let mut b_requests: BTreeMap<String, u64> = BTreeMap::new();
+        for r in stats.log.iter().filter(|r| r.at_ms >= b_start_ms && r.at_ms <= b_ready_ms) {
+            let segments = r.target.split(['/', '?', '&', '=']).any(|s| marks.contains(s));
+            let tagged = marks.iter().any(|m| m.len() == 36 && r.target.contains(m.as_str()));
+            let client_id = r.client_id.as_ref().is_some_and(|c| marks.contains(c));
+            if segments || tagged || client_id {
+                *b_requests.entry(r.class.clone()).or_default() += 1;
+            }
+        }
+        let rate = |class: &str| match class {
+            "reads" => limit.reads.map(|b| b.requests_per_second),
+            "writes" => limit.writes.map(|b| b.requests_per_second),
+            _ => limit.patches.map(|b| b.requests_per_second),
+        };
+        let floor = b_requests
+            .iter()
+            .map(|(class, n)| *n as f64 / (rate(class).unwrap_or(f64::INFINITY) / 2.0))
+            .fold(0.0, f64::max);
+        operator.stop().await;
+        emulator.shutdown().await;
+        plane.stop();
+        let limits = [("reads", limit.reads), ("writes", limit.writes), ("patches", limit.patches)]
+            .into_iter()
+            .filter_map(|(class, b)| Some((class.to_owned(), b?.requests_per_second)))
+            .collect();
+        self.log(&format!(
+            "B's {b} Ready in {b_seconds:.1}s (floor {floor:.1}s, {:.2}x), A {a_at_ready}/{a} Ready by then, \
+             {} of {} requests throttled, {deferred} passes deferred",
+            b_seconds / floor,
+            stats.throttled,
+            stats.requests
+        ));
+        Ok(TwoTenantReport {
+            a_principals: a,
+            b_principals: b,
+            limits,
+            a_ready_at_b_arrival: a_at_arrival,
+            a_ready_at_b_ready: a_at_ready,
+            b_seconds_to_ready: b_seconds,
+            b_requests,
+            b_floor_seconds: floor,
+            b_ratio_to_floor: b_seconds / floor,
+            requests: stats.requests,
+            throttled: stats.throttled,
+            throttled_share: stats.throttled as f64 / stats.requests.max(1) as f64,
+            deferred_passes: deferred,
+        })
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What a new principal needs: search by tag, create, assign, mint, verify.
@@ -475,7 +620,10 @@ fn calls_per_new_principal(stats: &Stats, scenario: Scenario) -> f64 {
 
 fn objects(namespace: &str, scenario: Scenario) -> Vec<Value> {
     // The account is named like the namespace (the floor's objects are never reconciled).
-    let account = namespace;
+    objects_of(namespace, namespace, scenario)
+}
+
+fn objects_of(namespace: &str, account: &str, scenario: Scenario) -> Vec<Value> {
     let mut out = Vec::new();
     for i in 0..scenario.principals {
         out.push(json!({
@@ -530,7 +678,10 @@ async fn create(client: &Client, object: &Value) -> Result<(), BoxError> {
 
 /// Creates the scenario's objects as a GitOps sync would (many at once); returns the writes made.
 async fn create_objects(client: &Client, namespace: &str, scenario: Scenario) -> Result<u64, BoxError> {
-    let objects = objects(namespace, scenario);
+    create_all(client, objects(namespace, scenario)).await
+}
+
+async fn create_all(client: &Client, objects: Vec<Value>) -> Result<u64, BoxError> {
     let count = objects.len() as u64;
     futures::stream::iter(objects)
         .map(|object| async move { create(client, &object).await })
@@ -730,20 +881,24 @@ fn free_port() -> Result<u16, BoxError> {
 
 impl Operator {
     async fn start(kubeconfig: &Path, namespace: &str, resync: Duration) -> Result<Self, BoxError> {
+        Self::start_watching(kubeconfig, Some(namespace), namespace, resync).await
+    }
+
+    /// The operator watching `watch` (every namespace when `None`), reading account credentials from
+    /// `credentials`.
+    async fn start_watching(
+        kubeconfig: &Path,
+        watch: Option<&str>,
+        credentials: &str,
+        resync: Duration,
+    ) -> Result<Self, BoxError> {
         let (metrics_port, health_port) = (free_port()?, free_port()?);
         // The operator's own log, for a look when a number surprises.
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(bench_out().join("operator.log"))?;
         let child = tokio::process::Command::new(OPERATOR)
-            .args([
-                "run",
-                "--namespace",
-                namespace,
-                "--credentials-namespace",
-                namespace,
-                "--log-format",
-                "json",
-            ])
+            .args(["run", "--credentials-namespace", credentials, "--log-format", "json"])
+            .args(watch.map(|w| ["--namespace", w]).into_iter().flatten())
             .args(["--resync-interval", &format!("{}s", resync.as_secs())])
             .args(["--concurrency", &CONCURRENCY.to_string()])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
@@ -806,6 +961,16 @@ impl Operator {
                 Some((controller, l.rsplit_once(' ')?.1.parse().ok()?))
             })
             .collect()
+    }
+
+    /// The sum of a family's samples in /metrics (0 when none).
+    async fn metric_sum(&self, family: &str) -> f64 {
+        let Ok(response) = self.http.get(&self.metrics).send().await else { return 0.0 };
+        let text = response.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
     }
 
     /// Waits until every object has been reconciled at least once since the start.
@@ -1015,7 +1180,7 @@ fn print_table(runs: &[RunReport]) {
     }
 }
 
-fn markdown(runs: &[RunReport], limited: Option<&LimitedReport>) -> String {
+fn markdown(runs: &[RunReport], limited: Option<&LimitedReport>, two: Option<&TwoTenantReport>) -> String {
     let mut out = String::from("| ");
     out += &HEADER.join(" | ");
     out += " |\n|";
@@ -1039,6 +1204,27 @@ fn markdown(runs: &[RunReport], limited: Option<&LimitedReport>) -> String {
             l.throttled,
             l.requests,
             l.throttled_share * 100.0
+        );
+    }
+    if let Some(t) = two {
+        let requests = t.b_requests.iter().map(|(c, n)| format!("{n} {c}")).collect::<Vec<_>>().join(", ");
+        out += &format!(
+            "\nTwo tenants (Databricks allowing {}): tenant B's {} new principals, arriving while tenant A's {} were \
+             being created ({} of A's Ready), were Ready in {:.1}s against B's own floor of {:.1}s (B's requests \
+             {requests} at half of each class's rate) = {:.2}x; {} of A's were Ready by then; {} of {} requests \
+             answered 429 ({:.2}%); {} passes deferred.\n",
+            t.limits.iter().map(|(c, r)| format!("{r} {c}/s")).collect::<Vec<_>>().join(", "),
+            t.b_principals,
+            t.a_principals,
+            t.a_ready_at_b_arrival,
+            t.b_seconds_to_ready,
+            t.b_floor_seconds,
+            t.b_ratio_to_floor,
+            t.a_ready_at_b_ready,
+            t.throttled,
+            t.requests,
+            t.throttled_share * 100.0,
+            t.deferred_passes
         );
     }
     out

@@ -212,7 +212,7 @@ async fn a_confidential_app_signs_users_in_end_to_end_with_only_its_secret() {
         "the client keeps its id and secret"
     );
 
-    // Drift in Databricks is reverted at the next resync (here: when the object is touched).
+    // Drift in Databricks is reverted at the next resync, or at once when the reconcile annotation asks.
     operator
         .admin
         .update_custom_app(
@@ -224,7 +224,8 @@ async fn a_confidential_app_signs_users_in_end_to_end_with_only_its_secret() {
         )
         .await
         .expect("drift");
-    patch(&env, "web", json!({"metadata": {"annotations": {"touch": "1"}}})).await;
+    patch(&env, "web", json!({"metadata": {"annotations": {"oauth.databricks-operator.io/reconcile": "1"}}}))
+        .await;
     wait_for(TIMEOUT, || async {
         let integration = operator.admin.get_custom_app(app_status.integration_id.as_deref()?).await.ok()?;
         (integration.redirect_urls == vec!["https://web.example.com/v2"]).then_some(())

@@ -648,7 +648,11 @@ async fn adoption_remote_deletion_and_account_errors() {
     let sp = env.wait_condition("recreated", "Ready", "True", READY).await;
     let first = sp.status.as_ref().and_then(|s| s.id.clone()).expect("id");
     operator.admin.delete_service_principal(&first).await.expect("delete by hand");
-    env.patch_principal("recreated", json!({"metadata": {"annotations": {"touch": "1"}}})).await;
+    env.patch_principal(
+        "recreated",
+        json!({"metadata": {"annotations": {"oauth.databricks-operator.io/reconcile": "1"}}}),
+    )
+    .await;
     let recreated = wait_for(READY, || async {
         let sp = env.principals().get("recreated").await.ok()?;
         let id = sp.status.as_ref()?.id.clone()?;

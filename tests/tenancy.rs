@@ -458,7 +458,7 @@ async fn adoption_takes_only_what_was_granted_and_only_once() {
     let message =
         wait_condition::<ServicePrincipal>(b, "legacy-too", "Ready", "False", Some("AdoptRefused")).await;
     assert!(message.contains(&format!("already adopted by {}/legacy", a.namespace)), "{message}");
-    let poke = |n: &str| json!({"metadata": {"annotations": {"test/poke": n}}});
+    let poke = |n: &str| json!({"metadata": {"annotations": {"oauth.databricks-operator.io/reconcile": n}}});
     // team-a's grant allows no deletion: deleting its object leaves the principal, active.
     api::<ServicePrincipal>(a).delete("legacy", &DeleteParams::default()).await.expect("delete");
     wait_for(TIMEOUT, || async {

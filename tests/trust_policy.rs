@@ -191,7 +191,9 @@ async fn service_account_tokens_are_exchanged_using_only_the_config_map() {
         .patch(
             "reporting-k8s",
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"oauth.databricks-operator.io/reconcile": "1"}}}),
+            ),
         )
         .await
         .expect("touch");

@@ -51,8 +51,12 @@ pub const ANNOTATION_PAUSED: &str = "oauth.databricks-operator.io/paused";
 /// `orphan` leaves the remote object behind on deletion, whatever the spec says.
 pub const ANNOTATION_DELETION_POLICY: &str = "oauth.databricks-operator.io/deletion-policy";
 
+/// A new value asks for a full pass now (compare with Databricks and revert drift) instead of at the resync.
+pub const ANNOTATION_RECONCILE: &str = "oauth.databricks-operator.io/reconcile";
+
 /// The annotations a full pass acts on; a change of any other annotation (or a label) costs no Databricks call.
-pub const OWN_ANNOTATIONS: [&str; 3] = [ANNOTATION_ROTATE, ANNOTATION_PAUSED, ANNOTATION_DELETION_POLICY];
+pub const OWN_ANNOTATIONS: [&str; 4] =
+    [ANNOTATION_ROTATE, ANNOTATION_PAUSED, ANNOTATION_DELETION_POLICY, ANNOTATION_RECONCILE];
 
 /// The namespace the operator is installed in by default (deploy/ and the Helm chart).
 pub const DEFAULT_NAMESPACE: &str = "databricks-oauth-operator";
@@ -288,7 +292,9 @@ fn error_policy<K: Resource<DynamicType = ()>>(
         if err.is_deferred() {
             // Expected while a namespace churns; the metric and the object's condition say so.
             tracing::debug!(controller, object = %key, error = %err, "pass deferred");
-            Action::requeue(ctx.backoff.next(&key))
+            // Backoff spreads a churning namespace's retries out; the cap keeps a deferred object of a namespace
+            // that is merely busy from waiting long after its queue has room again.
+            Action::requeue(ctx.backoff.next(&key).min(Duration::from_secs(30)))
         } else if err.is_transient() {
             tracing::warn!(controller, object = %key, reason = err.reason(), error = %err, "reconcile failed; retrying");
             Action::requeue(ctx.backoff.next(&key))
