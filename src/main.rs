@@ -51,7 +51,7 @@ struct RunArgs {
     /// Objects of one kind reconciled at once (calls to one account are limited by its rateLimit anyway).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
-    /// How long a full pass asked for by a change of the rotate, paused or deletion-policy annotation waits, so a
+    /// How long a full pass asked for by a change of the rotate, paused, deletion-policy or reconcile annotation waits, so a
     /// burst of changes costs one pass (at most one such pass per object per interval).
     #[arg(long, default_value = "5s", value_parser = duration)]
     annotation_debounce: Duration,

@@ -43,18 +43,19 @@ const CREATE_WINDOW: SignedDuration = SignedDuration::from_secs(180);
 const MAX_APPS_PER_NAMESPACE: usize = 100;
 
 pub async fn reconcile(app: Arc<DatabricksAppConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let apply =
-        async |app: &DatabricksAppConnection, ctx: &Context, status: &mut DatabricksAppConnectionStatus| {
-            let rotation_due = converge(app, ctx, status).await?;
-            let message = format!(
-                "App connection {} (client id {}) is in sync; Secret {} is current",
-                display_name(app),
-                status.client_id.as_deref().unwrap_or("?"),
-                secret_name(app)
-            );
-            let resync = ctx.config.jittered_resync();
-            Ok((message, rotation_due.map_or(resync, |d| d.clamp(std::time::Duration::from_secs(1), resync))))
-        };
+    let apply = async |app: &DatabricksAppConnection,
+                       ctx: &Context,
+                       status: &mut DatabricksAppConnectionStatus| {
+        let rotation_due = converge(app, ctx, status).await?;
+        let message = format!(
+            "App connection {} (client id {}) is in sync; Secret {} is current",
+            display_name(app),
+            status.client_id.as_deref().unwrap_or("?"),
+            secret_name(app)
+        );
+        let resync = ctx.config.jittered_resync();
+        Ok((message, rotation_due.map_or(resync, |d| d.min(resync).max(std::time::Duration::from_secs(1)))))
+    };
     lifecycle::reconcile(app, ctx, apply, published_intact, cleanup).await
 }
 

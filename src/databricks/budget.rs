@@ -221,7 +221,8 @@ impl Bucket {
     /// Spends into debt: nothing starts until the bucket refills past zero.
     fn pause(&mut self, wait: Duration) {
         self.refill(Instant::now());
-        self.tokens = self.tokens.min(0.0) - wait.as_secs_f64() * self.rate;
+        // Several answers asking for the same pause must not add up.
+        self.tokens = self.tokens.min(-wait.as_secs_f64() * self.rate);
     }
 }
 
@@ -291,6 +292,8 @@ impl Budget {
         let namespace: Arc<str> = Arc::from(namespace);
         let _queued = {
             let mut queued = lock(&shared.queued);
+            // Always at the bound, even with nobody else waiting: the bound also keeps reconcile workers free for
+            // another namespace's objects, whose requests could not queue without one.
             let count = queued.entry(namespace.clone()).or_insert(0);
             if *count >= shared.limits.max_queued_per_namespace {
                 let deferred = Deferred { class, queued: *count };

@@ -26,8 +26,8 @@ pub enum Error {
     Config(String),
     /// The namespace already had the most requests it may queue for the account; nothing was sent.
     #[error(
-        "{operation}: deferred: this namespace already has {queued} Databricks requests waiting for the account's \
-         {class} budget, the most one namespace may queue; tried again shortly"
+        "deferred: this namespace already has the most Databricks requests waiting for the account that one \
+         namespace may queue (rateLimit.maxQueuedPerNamespace); tried again shortly"
     )]
     Deferred { operation: &'static str, class: &'static str, queued: u32 },
     /// An id that is not a plain path segment; no request was sent.

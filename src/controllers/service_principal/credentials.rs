@@ -139,6 +139,11 @@ pub(super) async fn converge_credentials(
                 .push(RetiringSecret { secret_id: old, delete_after: Time(now + to_signed(grace)) });
         }
         creds.secret_id = Some(new.clone());
+        // That pass minted: the rotate guard counts from it (and the request it served is served).
+        creds.rotate_allowed_after =
+            rotation::next_rotation_allowed(now, ctx.config.rotate_min_interval).map(Time);
+        creds.rotate_request =
+            sp.annotations().get(ANNOTATION_ROTATE).cloned().or(creds.rotate_request.take());
     }
     if published_id.is_none()
         && let Some(old) = creds.secret_id.take()
