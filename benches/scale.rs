@@ -555,6 +555,8 @@ impl Bench {
                 *b_requests.entry(r.class.clone()).or_default() += 1;
             }
         }
+        // A create names its object in its body, not its path: one per principal, counted here.
+        *b_requests.entry("writes".to_owned()).or_default() += b as u64;
         let rate = |class: &str| match class {
             "reads" => limit.reads.map(|b| b.requests_per_second),
             "writes" => limit.writes.map(|b| b.requests_per_second),

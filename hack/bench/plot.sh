@@ -11,4 +11,9 @@ if [[ ! -f "$venv/.complete" ]]; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
   cp "$here/requirements.txt" "$venv/.complete"
 fi
+# A run with no sizes (BENCH_SIZES= for the other runs alone) has no timeline to draw.
+if ! python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["runs"] else 1)' "$1"; then
+  echo "no scale runs in $1: no plot"
+  exit 0
+fi
 "$venv/bin/python" "$here/plot.py" "$@"
