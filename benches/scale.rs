@@ -548,10 +548,7 @@ impl Bench {
             .collect();
         let mut b_requests: BTreeMap<String, u64> = BTreeMap::new();
         for r in stats.log.iter().filter(|r| r.at_ms >= b_start_ms && r.at_ms <= b_ready_ms) {
-            let segments = r.target.split(['/', '?', '&', '=']).any(|s| marks.contains(s));
-            let tagged = marks.iter().any(|m| m.len() == 36 && r.target.contains(m.as_str()));
-            let client_id = r.client_id.as_ref().is_some_and(|c| marks.contains(c));
-            if segments || tagged || client_id {
+            if r.names_any(&marks) {
                 *b_requests.entry(r.class.clone()).or_default() += 1;
             }
         }

@@ -75,14 +75,6 @@ fn marks(principals: &[ServicePrincipal]) -> BTreeSet<String> {
         .collect()
 }
 
-fn concerns(request: &LoggedRequest, marks: &BTreeSet<String>) -> bool {
-    let segments = request.target.split(['/', '?', '&', '=', '%', '"']).collect::<Vec<_>>();
-    segments.iter().any(|s| marks.contains(*s))
-        || request.client_id.as_ref().is_some_and(|c| marks.contains(c))
-        // The search by tag: `filter=externalId eq "<uid>"`, percent-encoded.
-        || marks.iter().any(|m| m.len() == 36 && request.target.contains(m.as_str()))
-}
-
 /// Namespace A rewrites an annotation of its 200 principals over and over (as a GitOps tool or a script would);
 /// namespace B then creates 5 principals. B's become Ready while A still churns, and while B had requests to
 /// make it got about every other read: its fair share with two busy namespaces.
@@ -178,7 +170,7 @@ async fn a_churning_namespace_leaves_another_its_fair_share() {
     let a_marks = marks(&a_principals);
     wait_for(Duration::from_secs(30), || async {
         let log = operator.emulator.stats().await.log;
-        log.iter().any(|r| r.at_ms > b_ready && concerns(r, &a_marks)).then_some(())
+        log.iter().any(|r| r.at_ms > b_ready && r.names_any(&a_marks)).then_some(())
     })
     .await
     .expect("A's churn still reached Databricks after B was Ready");
@@ -189,11 +181,11 @@ async fn a_churning_namespace_leaves_another_its_fair_share() {
     let log = operator.emulator.stats().await.log;
     let reads: Vec<&LoggedRequest> =
         log.iter().filter(|r| r.class == "reads" && r.at_ms >= b_arrived && r.at_ms <= b_ready).collect();
-    let first = reads.iter().position(|r| concerns(r, &b_marks)).expect("B's first read");
-    let last = reads.iter().rposition(|r| concerns(r, &b_marks)).expect("B's last read");
+    let first = reads.iter().position(|r| r.names_any(&b_marks)).expect("B's first read");
+    let last = reads.iter().rposition(|r| r.names_any(&b_marks)).expect("B's last read");
     let window = &reads[first..=last];
-    let b_reads = window.iter().filter(|r| concerns(r, &b_marks)).count();
-    let a_reads = window.iter().filter(|r| concerns(r, &a_marks)).count();
+    let b_reads = window.iter().filter(|r| r.names_any(&b_marks)).count();
+    let a_reads = window.iter().filter(|r| r.names_any(&a_marks)).count();
     let share = b_reads as f64 / (a_reads + b_reads) as f64;
     println!("B's reads {b_reads}, A's reads {a_reads} while B had reads to make: B's share {share:.2}");
     // Two busy namespaces: a fair share is one half; B leaves a few turns to A while it writes between its
@@ -246,7 +238,7 @@ async fn reads_go_on_while_writes_are_throttled() {
     let log = operator.emulator.stats().await.log;
     let reader_reads: Vec<u64> = log
         .iter()
-        .filter(|r| r.at_ms > throttled_at && concerns(r, &reader_marks))
+        .filter(|r| r.at_ms > throttled_at && r.names_any(&reader_marks))
         .map(|r| r.at_ms)
         .collect();
     assert!(!reader_reads.is_empty(), "the reader's pass read Databricks");

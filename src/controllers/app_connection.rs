@@ -156,13 +156,10 @@ async fn converge(
     let rotate_request = app.annotations().get(ANNOTATION_ROTATE).cloned();
     let now = k8s_openapi::jiff::Timestamp::now();
     // A recreation by annotation waits for the least interval since the integration was created.
-    let rotation_waits = rotation::rotation_waits(
-        rotate_request.is_some() && rotate_request != status.rotate_request,
-        status.rotate_allowed_after.as_ref().map(|t| t.0),
-        now,
-    );
-    let rotate_requested =
-        rotate_request.is_some() && rotate_request != status.rotate_request && rotation_waits.is_none();
+    let asked = rotate_request.is_some() && rotate_request != status.rotate_request;
+    let rotation_waits =
+        rotation::rotation_waits(asked, status.rotate_allowed_after.as_ref().map(|t| t.0), now);
+    let rotate_requested = asked && rotation_waits.is_none();
     let intact_secret = published
         .as_ref()
         .filter(|p| p.checksum_ok && p.data.get("DATABRICKS_CLIENT_ID") == status.client_id.as_ref())
@@ -259,10 +256,7 @@ async fn converge(
     };
     let rotation_waits = rotation_waits.filter(|_| app.spec.confidential);
     if let Some(after) = rotation_waits {
-        message.push_str(&format!(
-            "; the recreation the {ANNOTATION_ROTATE} annotation asks for waits until {after} (at most one per {}s)",
-            ctx.config.rotate_min_interval.as_secs()
-        ));
+        message.push_str(&rotation::waiting_note("recreation", after, ctx.config.rotate_min_interval));
     }
     conditions::published(&mut status.conditions, &message, generation);
     conditions::synced(&mut status.conditions, generation);

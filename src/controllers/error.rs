@@ -51,11 +51,7 @@ impl Error {
             | Self::NeedsAttention { reason, .. }
             | Self::Waiting { reason, .. } => reason,
             Self::FailPoint(_) => "FailPoint",
-            Self::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
-                _ => "FinalizerError",
-            },
+            Self::Finalizer(_) => self.finalizer_cause().map_or("FinalizerError", Self::reason),
         }
     }
 
@@ -66,11 +62,7 @@ impl Error {
             Self::Databricks(e) => e.is_retryable(),
             Self::Account { reason, .. } => *reason == "AccountUnreachable",
             Self::NeedsAttention { .. } => false,
-            Self::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_transient(),
-                _ => true,
-            },
+            Self::Finalizer(_) => self.finalizer_cause().is_none_or(Self::is_transient),
         }
     }
 
@@ -78,12 +70,20 @@ impl Error {
     pub fn is_deferred(&self) -> bool {
         match self {
             Self::Databricks(e) => e.is_deferred(),
+            Self::Finalizer(_) => self.finalizer_cause().is_some_and(Self::is_deferred),
+            _ => false,
+        }
+    }
+
+    /// The error of the apply or cleanup a finalizer failure wraps.
+    fn finalizer_cause(&self) -> Option<&Error> {
+        match self {
             Self::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_deferred(),
-                _ => false,
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => Some(e),
+                _ => None,
             },
-            _ => false,
+            _ => None,
         }
     }
 

@@ -153,6 +153,17 @@ impl RateLimit {
     }
 }
 
+impl LoggedRequest {
+    /// Whether the request names one of `ids` (principal ids and UIDs in its path or query, including the
+    /// percent-encoded search by tag `filter=externalId eq "<uid>"`, or the token endpoint's client id): which
+    /// caller's objects it concerns.
+    pub fn names_any(&self, ids: &std::collections::BTreeSet<String>) -> bool {
+        self.target.split(['/', '?', '&', '=', '%', '"']).any(|s| ids.contains(s))
+            || self.client_id.as_ref().is_some_and(|c| ids.contains(c))
+            || ids.iter().any(|id| id.len() == 36 && self.target.contains(id.as_str()))
+    }
+}
+
 /// The class of a request for rate limits: `reads`, `writes` or `patches`.
 pub fn rate_class(method: &Method, operation: &str) -> &'static str {
     match *method {

@@ -297,10 +297,7 @@ pub(super) async fn converge_credentials(
         creds.renew_time.as_ref().map_or("never".to_owned(), |t| t.0.to_string()),
     );
     if let Some(after) = rotation_waits {
-        message.push_str(&format!(
-            "; the rotation the {ANNOTATION_ROTATE} annotation asks for waits until {after} (at most one per {}s)",
-            ctx.config.rotate_min_interval.as_secs()
-        ));
+        message.push_str(&rotation::waiting_note("rotation", after, ctx.config.rotate_min_interval));
     }
     conditions::published(&mut status.conditions, &message, generation);
     let wake = [

@@ -89,6 +89,15 @@ pub fn rotation_waits(
     allowed_after.filter(|after| requested && *after > now)
 }
 
+/// What a status message adds while a rotation by annotation waits (`what`: "rotation", "recreation").
+pub fn waiting_note(what: &str, after: Timestamp, interval: std::time::Duration) -> String {
+    format!(
+        "; the {what} the {} annotation asks for waits until {after} (at most one per {}s)",
+        super::super::ANNOTATION_ROTATE,
+        interval.as_secs()
+    )
+}
+
 /// When the next rotation by annotation is allowed after minting at `now` (`None` when the interval is zero).
 pub fn next_rotation_allowed(now: Timestamp, interval: std::time::Duration) -> Option<Timestamp> {
     let interval = SignedDuration::try_from(interval).unwrap_or(SignedDuration::MAX);
