@@ -374,3 +374,47 @@ async fn an_interrupted_create_leaves_exactly_one_integration() {
         }
     }
 }
+
+/// The rotate annotation recreates a confidential app's integration at most once per `--rotate-min-interval`:
+/// two new values right after creation make one recreation, when the interval has passed, for the last value.
+#[tokio::test]
+async fn the_rotate_annotation_recreates_an_app_at_most_once_per_interval() {
+    let env = TestEnv::new().await;
+    let interval = Duration::from_secs(10);
+    let operator =
+        env.operator(OperatorOptions { rotate_min_interval: interval, ..Default::default() }).await;
+    create(
+        &env,
+        &operator,
+        "guarded",
+        json!({"redirectUrls": ["https://g.example.com/cb"], "confidential": true}),
+    )
+    .await;
+    let app = wait_condition(&env, "guarded", "Ready", "True", None).await;
+    let first = app.status.as_ref().and_then(|s| s.client_id.clone()).expect("client id");
+    assert!(app.status.as_ref().and_then(|s| s.rotate_allowed_after.clone()).is_some());
+
+    for value in ["1", "2"] {
+        let rotate = json!({"metadata": {"annotations": {"oauth.databricks-operator.io/rotate": value}}});
+        patch(&env, "guarded", rotate).await;
+    }
+    // Before the interval: the integration stays, and the condition says until when.
+    wait_for(TIMEOUT, || async {
+        let app = apps(&env).get("guarded").await.ok()?;
+        let c = app.status?.conditions.into_iter().find(|c| c.type_ == "CredentialsReady")?;
+        c.message.contains("waits until").then_some(())
+    })
+    .await
+    .expect("the recreation waits, visibly");
+    let app = wait_for(TIMEOUT, || async {
+        let app = apps(&env).get("guarded").await.ok()?;
+        (app.status.as_ref()?.rotate_request.as_deref() == Some("2")).then_some(app)
+    })
+    .await
+    .expect("the last value is honoured");
+    let second = app.status.and_then(|s| s.client_id).expect("client id");
+    assert_ne!(first, second, "recreated");
+    let creates = operator.emulator.stats().await.count("apps.create");
+    assert_eq!(creates, 2, "created once, recreated once for both values");
+    assert_eq!(operator.admin.list_custom_apps().await.expect("list").len(), 1);
+}

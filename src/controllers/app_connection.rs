@@ -241,6 +241,10 @@ async fn converge(
             ctx.fail_point("after-publish-app")?;
             status.rotate_allowed_after =
                 rotation::next_rotation_allowed(now, ctx.config.rotate_min_interval).map(Time);
+            // A new integration has a new secret: a rotation asked for meanwhile is served by it.
+            if asked {
+                status.rotate_request = rotate_request.clone();
+            }
             created.integration_id.clone()
         }
     };

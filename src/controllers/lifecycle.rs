@@ -92,9 +92,14 @@ impl Fingerprint {
 impl Marks {
     /// Time left until the next full pass, when the object is unchanged since the last one.
     pub(super) fn fresh(&self, uid: &str, seen: Fingerprint) -> Option<Duration> {
-        let marks = self.0.lock().ok()?;
-        let mark = marks.get(uid)?;
-        (mark.seen == seen).then(|| mark.due.checked_duration_since(Instant::now())).flatten()
+        let mut marks = self.0.lock().ok()?;
+        let mark = marks.get_mut(uid)?;
+        if mark.seen != seen {
+            return None;
+        }
+        // Changed and changed back: a later change waits its own debounce.
+        mark.annotations_changed = None;
+        mark.due.checked_duration_since(Instant::now())
     }
 
     /// When only the operator's annotations changed since the last full pass: how long the pass they ask for
