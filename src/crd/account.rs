@@ -309,10 +309,10 @@ pub struct RateLimit {
     #[serde(default = "default_max_concurrency")]
     #[schemars(range(min = 1, max = 64))]
     pub max_concurrency: i32,
-    /// Requests one namespace may have waiting for this account, all classes together. A pass that would queue
-    /// more is deferred (`Ready=False, reason=Deferred` on an object that is not Ready yet) and retried with
-    /// backoff, so a namespace that churns never holds every reconcile worker. The operator lowers it to half
-    /// its `--concurrency` when that is smaller.
+    /// Requests one namespace may have waiting for this account, all classes together. A pass whose first
+    /// request would queue more is deferred before it does anything (`Ready=False, reason=Deferred` on an object
+    /// that is not Ready yet) and retried with backoff, so a namespace that churns cannot hold every reconcile
+    /// worker. The operator lowers it to half its `--concurrency` when that is smaller.
     #[serde(default = "default_max_queued")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_queued_per_namespace: i32,

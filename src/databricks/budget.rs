@@ -288,6 +288,20 @@ impl Budget {
     /// Waits for the namespace's turn in `class`, a token, and a free slot; or, when the namespace already has
     /// the most requests it may queue, returns at once.
     pub async fn acquire(&self, class: Class, namespace: &str) -> Result<Permit, Deferred> {
+        self.enter(class, namespace, true).await
+    }
+
+    /// Like [`Budget::acquire`] but never deferred: for a later request of a pass that was admitted (deferring it
+    /// would waste the work the pass already did; it still counts against the namespace's bound, so the
+    /// namespace's next pass is deferred instead).
+    pub async fn acquire_admitted(&self, class: Class, namespace: &str) -> Permit {
+        match self.enter(class, namespace, false).await {
+            Ok(permit) => permit,
+            Err(_) => Permit { _slot: None }, // never: `enter` defers only when asked to
+        }
+    }
+
+    async fn enter(&self, class: Class, namespace: &str, may_defer: bool) -> Result<Permit, Deferred> {
         let shared = &self.shared;
         let namespace: Arc<str> = Arc::from(namespace);
         let _queued = {
@@ -295,7 +309,7 @@ impl Budget {
             // Always at the bound, even with nobody else waiting: the bound also keeps reconcile workers free for
             // another namespace's objects, whose requests could not queue without one.
             let count = queued.entry(namespace.clone()).or_insert(0);
-            if *count >= shared.limits.max_queued_per_namespace {
+            if may_defer && *count >= shared.limits.max_queued_per_namespace {
                 let deferred = Deferred { class, queued: *count };
                 drop(queued);
                 if let Some(observer) = &shared.observer {
@@ -505,6 +519,22 @@ mod tests {
         other.await.expect("task").expect("granted");
         // Once served, the namespace may queue again.
         budget.acquire(Class::Read, "busy").await.expect("room again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_admitted_pass_is_never_deferred_but_counts() {
+        let budget = Budget::new(Limits { max_queued_per_namespace: 1, ..limits(Rate::new(1.0, 1)) });
+        drop(budget.acquire(Class::Read, "a").await.expect("the burst"));
+        let waiting = budget.clone();
+        let waiting = tokio::spawn(async move { waiting.acquire_admitted(Class::Write, "a").await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // The admitted request waits beyond the bound; it counts, so a new pass of the namespace is deferred.
+        let admitted = budget.clone();
+        let admitted = tokio::spawn(async move { admitted.acquire_admitted(Class::Read, "a").await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(budget.acquire(Class::Read, "a").await.is_err());
+        drop(waiting.await.expect("task"));
+        drop(admitted.await.expect("task"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,6 +4,7 @@
 
 use std::{
     sync::Arc,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -66,6 +67,9 @@ impl Default for ClientOptions {
 pub struct AccountClient {
     inner: Arc<Inner>,
     namespace: Arc<str>,
+    /// Whether a request of this clone got through the budget: its later requests are never deferred (a pass
+    /// is deferred at its first request, before it did anything, or not at all).
+    admitted: Arc<AtomicBool>,
 }
 
 struct Inner {
@@ -117,12 +121,13 @@ impl AccountClient {
         let token_url = format!("{host}/oidc/accounts/{account_id}/v1/token");
         let tokens = TokenProvider::new(http.clone(), token_url, credentials);
         let inner = Arc::new(Inner { http, host, account_id: account_id.to_owned(), tokens, options });
-        Ok(Self { inner, namespace: Arc::from("") })
+        Ok(Self { inner, namespace: Arc::from(""), admitted: Arc::default() })
     }
 
-    /// The same client, queuing its requests as `namespace`'s (empty: the account's own calls).
+    /// The same client, queuing its requests as `namespace`'s (empty: the account's own calls); one per pass,
+    /// whose first request may be deferred.
     pub fn for_namespace(&self, namespace: &str) -> Self {
-        Self { inner: self.inner.clone(), namespace: Arc::from(namespace) }
+        Self { inner: self.inner.clone(), namespace: Arc::from(namespace), admitted: Arc::default() }
     }
 
     /// The account's budget (shared by every clone).
@@ -496,11 +501,17 @@ impl AccountClient {
 
     /// This namespace's turn in the budget of `class`.
     async fn acquire(&self, operation: &'static str, class: Class) -> Result<Permit, Error> {
-        self.inner.options.budget.acquire(class, &self.namespace).await.map_err(|d| Error::Deferred {
+        let budget = &self.inner.options.budget;
+        if self.admitted.load(Ordering::Relaxed) {
+            return Ok(budget.acquire_admitted(class, &self.namespace).await);
+        }
+        let permit = budget.acquire(class, &self.namespace).await.map_err(|d| Error::Deferred {
             operation,
             class: d.class.name(),
             queued: d.queued,
-        })
+        })?;
+        self.admitted.store(true, Ordering::Relaxed);
+        Ok(permit)
     }
 
     /// Every item of a token-paginated list: `page_size`/`page_token` until `next_page_token` is absent or empty.
