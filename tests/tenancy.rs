@@ -619,9 +619,10 @@ async fn app_connections_of_the_same_name_never_interfere() {
         assert_eq!(listed.iter().filter(|x| x.name == name).count(), 2, "{name}: one each, no leftover");
     }
     // A create Databricks refuses leaves no standing intent behind: a later integration of that name is never
-    // taken for this object's leftover.
-    // (twice: the failed pass's own status write wakes it once more)
-    world.operator.emulator.add_fault(FaultRule::status("apps.create", 400).times(2)).await;
+    // taken for this object's leftover. Databricks refuses every attempt until the fault is cleared; each attempt
+    // records its intent before the create and withdraws it after the refusal, so the ledger settles at "nothing
+    // created, nothing pending" between attempts.
+    world.operator.emulator.add_fault(FaultRule::status("apps.create", 400)).await;
     let refused: DatabricksAppConnection =
         create(&world, a, "refused", json!({"redirectUrls": ["https://a.example.com/cb"]})).await;
     wait_condition::<DatabricksAppConnection>(
@@ -632,11 +633,24 @@ async fn app_connections_of_the_same_name_never_interfere() {
         Some("DatabricksRequestRejected"),
     )
     .await;
+    let uid = refused.uid().expect("uid");
     let accounts: Api<DatabricksAccount> = Api::all(world.env.client.clone());
+    let settled = wait_for(TIMEOUT, || async {
+        let ledger = accounts.get(&world.operator.account).await.ok()?.status?;
+        let record = ledger.app_connections.get(&uid)?.clone();
+        (record.integration_id.is_none() && record.creating_since.is_none()).then_some(record)
+    })
+    .await;
     let ledger = accounts.get(&world.operator.account).await.expect("account").status.expect("status");
-    let record = &ledger.app_connections[&refused.uid().expect("uid")];
-    assert_eq!((record.integration_id.as_ref(), record.creating_since.as_ref()), (None, None), "{record:?}");
-    merge::<DatabricksAppConnection>(a, "refused", annotate("test/retry", json!("1")), false).await;
+    assert!(settled.is_ok(), "a refused create left an intent: {:?}", ledger.app_connections.get(&uid));
+    world.operator.emulator.clear_faults().await;
+    merge::<DatabricksAppConnection>(
+        a,
+        "refused",
+        annotate("oauth.databricks-operator.io/reconcile", json!("1")),
+        false,
+    )
+    .await;
     wait_condition::<DatabricksAppConnection>(a, "refused", "Ready", "True", None).await;
     world.nothing_written_elsewhere().await;
 }
