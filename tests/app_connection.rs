@@ -274,15 +274,39 @@ async fn a_public_app_has_no_secret_and_signs_in_with_pkce_alone() {
 async fn a_lost_confidential_secret_is_reported_and_replaced_only_on_request() {
     let env = TestEnv::new().await;
     let operator = env.operator(OperatorOptions::default()).await;
+    // A consumer of the Secret, named for rollout restarts (no nodes: only its pod template matters here).
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(env.client.clone(), &env.namespace);
+    let web = json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+        "metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web", "env": [
+            {"name": "CLIENT_SECRET", "valueFrom": {"secretKeyRef": {"name": "lost-oauth-client", "key": "DATABRICKS_CLIENT_SECRET"}}}]}]}}}});
+    deployments
+        .create(&Default::default(), &serde_json::from_value(web).expect("deployment"))
+        .await
+        .expect("web");
+    let rolled_for = |client_id: String| {
+        let deployments = deployments.clone();
+        async move {
+            wait_for(Duration::from_secs(60), || async {
+                let template = deployments.get("web").await.ok()?.spec.template;
+                let annotations = template.metadata?.annotations?;
+                let prefix = databricks_oauth_operator::controllers::rollout::ANNOTATION_PREFIX;
+                annotations.iter().any(|(k, v)| k.starts_with(prefix) && *v == client_id).then_some(())
+            })
+            .await
+        }
+    };
     create(
         &env,
         &operator,
         "lost",
-        json!({"redirectUrls": ["https://lost.example.com/cb"], "confidential": true}),
+        json!({"redirectUrls": ["https://lost.example.com/cb"], "confidential": true,
+               "rolloutRestartTargets": [{"kind": "Deployment", "name": "web"}]}),
     )
     .await;
     let app = wait_condition(&env, "lost", "Ready", "True", None).await;
     let first = app.status.and_then(|s| s.client_id).expect("client id");
+    assert!(rolled_for(first.clone()).await.is_ok(), "the consumer is rolled onto {first}");
     env.secrets().delete("lost-oauth-client", &DeleteParams::default()).await.expect("delete");
     let app = wait_condition(&env, "lost", "CredentialsReady", "False", Some("SecretLost")).await;
     let condition = app
@@ -304,6 +328,7 @@ async fn a_lost_confidential_secret_is_reported_and_replaced_only_on_request() {
     let app = wait_condition(&env, "lost", "CredentialsReady", "True", None).await;
     let second = app.status.and_then(|s| s.client_id).expect("client id");
     assert_ne!(first, second, "a new integration, a new client id");
+    assert!(rolled_for(second.clone()).await.is_ok(), "the consumer is rolled onto the new client {second}");
     let keys = env.secret_data("lost-oauth-client").await.expect("secret");
     assert_eq!(keys["DATABRICKS_CLIENT_ID"], second);
     assert!(keys.contains_key("DATABRICKS_CLIENT_SECRET"));

@@ -59,12 +59,58 @@ async fn scenario(env: &TestEnv, as_operator: kube::Client, watch: Option<String
     let stop = controllers::Stop::default();
     let operator = tokio::spawn(controllers::run_elected(ctx, election, stop.clone()));
 
+    // Consumers of the principal's Secret, rolled when it is published (no nodes here: only the patch matters).
+    let container =
+        json!({"name": "c", "image": "c", "envFrom": [{"secretRef": {"name": "rbac-sp-databricks"}}]});
+    let template = json!({"metadata": {"labels": {"app": "c"}}, "spec": {"containers": [container]}});
+    let workloads = [
+        (
+            "deployments",
+            "Deployment",
+            json!({"selector": {"matchLabels": {"app": "c"}}, "template": template}),
+        ),
+        (
+            "statefulsets",
+            "StatefulSet",
+            json!({"selector": {"matchLabels": {"app": "c"}}, "template": template, "serviceName": "c"}),
+        ),
+        ("daemonsets", "DaemonSet", json!({"selector": {"matchLabels": {"app": "c"}}, "template": template})),
+    ];
+    let mut targets = Vec::new();
+    for (plural, kind, spec) in &workloads {
+        let resource = kube::api::ApiResource {
+            group: "apps".into(),
+            version: "v1".into(),
+            api_version: "apps/v1".into(),
+            kind: (*kind).into(),
+            plural: (*plural).into(),
+        };
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(env.client.clone(), &env.namespace, &resource);
+        let object: kube::api::DynamicObject = serde_json::from_value(
+            json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "consumer"}, "spec": spec}),
+        )
+        .expect("workload");
+        api.create(&PostParams::default(), &object).await.expect("workload");
+        targets.push(json!({"kind": kind, "name": "consumer"}));
+    }
     env.create_principal(&harness, "rbac-sp", json!({
         "workspaceAssignments": [{"workspaceId": support::operator::WORKSPACES[0], "permissions": ["USER"]}],
-        "credentials": {},
+        "credentials": {"rolloutRestartTargets": targets},
     }))
     .await;
     env.wait_condition("rbac-sp", "Ready", "True", TIMEOUT).await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(env.client.clone(), &env.namespace);
+    wait_for(TIMEOUT, || async {
+        let annotations = deployments.get("consumer").await.ok()?.spec.template.metadata?.annotations?;
+        annotations.keys().any(|k| k.starts_with(controllers::rollout::ANNOTATION_PREFIX)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let sp = futures::executor::block_on(env.principals().get("rbac-sp")).ok().and_then(|s| s.status);
+        panic!("the consumer is rolled as the operator's ServiceAccount: {e}: {sp:?}")
+    });
     let apps: Api<DatabricksAppConnection> = Api::namespaced(env.client.clone(), &env.namespace);
     let app: DatabricksAppConnection = serde_json::from_value(json!({"metadata": {"name": "rbac-app"}, "spec": {
         "accountRef": {"name": harness.account}, "redirectUrls": ["https://a.example.com/cb"], "confidential": true}}))

@@ -754,3 +754,113 @@ async fn a_new_principal_costs_five_calls_and_unrelated_events_none() {
     .expect("renamed in Databricks");
     assert!(found.external_id.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_secret_waits_for_the_rollout_of_the_named_consumers() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams, PostParams};
+    let env = TestEnv::new().await;
+    let operator =
+        env.operator(OperatorOptions { grace: Duration::from_secs(1), ..Default::default() }).await;
+    // A consumer of the Secret (no nodes here: the test plays the Deployment controller by writing its status).
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "api"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}}, "template": {
+            "metadata": {"labels": {"app": "api"}},
+            "spec": {"containers": [{"name": "api", "image": "api", "envFrom": [{"secretRef": {"name": "rolled-databricks"}}]}]}}},
+    }))
+    .expect("deployment");
+    deployments.create(&PostParams::default(), &deployment).await.expect("deployment");
+    let rolled_for = || async {
+        let template = deployments.get("api").await.expect("deployment").spec.template;
+        let annotations = template.metadata.and_then(|m| m.annotations).unwrap_or_default();
+        annotations
+            .keys()
+            .find(|k| k.starts_with(databricks_oauth_operator::controllers::rollout::ANNOTATION_PREFIX))
+            .and_then(|k| annotations.get(k))
+            .cloned()
+    };
+    let finish_rollout = || async {
+        let generation = deployments.get("api").await.expect("deployment").metadata.generation;
+        let status = json!({"status": {"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
+            "readyReplicas": 1, "availableReplicas": 1}});
+        deployments
+            .patch_status("api", &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("status");
+    };
+
+    env.create_principal(
+        &operator,
+        "rolled",
+        json!({"credentials": {"rolloutRestartTargets": [
+        {"kind": "Deployment", "name": "api"}, {"kind": "StatefulSet", "name": "absent"}]}}),
+    )
+    .await;
+    let sp = env.wait_condition("rolled", "Ready", "True", READY).await;
+    let id = sp.status.as_ref().and_then(|s| s.id.clone()).expect("id");
+    let first = secret_id(&env, "rolled").await;
+    // The consumer is rolled onto the published secret; a target that does not exist holds nothing back.
+    let rolled = wait_for(READY, || async { rolled_for().await.filter(|s| *s == first) }).await;
+    assert!(rolled.is_ok(), "the consumer is rolled onto {first}: {:?}", rolled_for().await);
+    let message = env.wait_condition("rolled", "CredentialsReady", "True", READY).await;
+    let message =
+        message.status.expect("status").conditions.into_iter().find(|c| c.type_ == "CredentialsReady");
+    let message = message.map(|c| c.message).unwrap_or_default();
+    assert!(message.contains("rollout targets not found: StatefulSet/absent"), "{message}");
+    finish_rollout().await;
+
+    // Rotate: the consumer is rolled onto the new secret, and the replaced one outlives its 1 s grace period
+    // for as long as the rollout is going.
+    env.patch_principal(
+        "rolled",
+        json!({"metadata": {"annotations": {"oauth.databricks-operator.io/rotate": "1"}}}),
+    )
+    .await;
+    let second = wait_for(READY, || async {
+        let id = env.principals().get("rolled").await.ok()?.status?.credentials?.secret_id?;
+        (id != first).then_some(id)
+    })
+    .await
+    .expect("a new secret is published");
+    let rolled = wait_for(READY, || async { rolled_for().await.filter(|s| *s == second) }).await;
+    assert!(rolled.is_ok(), "the consumer is rolled onto {second}");
+    let delete_after = env
+        .principals()
+        .get("rolled")
+        .await
+        .expect("sp")
+        .status
+        .and_then(|s| s.credentials)
+        .and_then(|c| c.retiring.first().map(|r| r.delete_after.0))
+        .expect("the replaced secret is retiring");
+    // A pass that listed the principal's secrets after the grace period ended, and still kept the old one.
+    let after_grace = (delete_after.as_millisecond() as u64) + 1;
+    let path = format!("servicePrincipals/{id}/credentials/secrets");
+    wait_for(READY, || async {
+        let log = operator.emulator.stats().await.log;
+        log.iter()
+            .any(|r| r.method == "GET" && r.target.contains(&path) && r.at_ms > after_grace + 1000)
+            .then_some(())
+    })
+    .await
+    .expect("the principal is looked at again while the rollout is going");
+    let live = live_secret_ids(&operator, &id).await;
+    assert!(live.contains(&first), "the replaced secret waits for the rollout: {live:?}");
+    let sp = env.principals().get("rolled").await.expect("sp");
+    let waiting = sp.status.expect("status").conditions.into_iter().find(|c| c.type_ == "CredentialsReady");
+    let waiting = waiting.map(|c| c.message).unwrap_or_default();
+    assert!(waiting.contains("waiting for the rollout of: Deployment/api"), "{waiting}");
+
+    // The rollout finishes: the replaced secret goes.
+    finish_rollout().await;
+    wait_for(READY, || async {
+        (live_secret_ids(&operator, &id).await == vec![second.clone()]).then_some(())
+    })
+    .await
+    .expect("the replaced secret is deleted once the rollout finished");
+    // The first publication rolled it once, the rotation once: never again for the same secret.
+    let generation = deployments.get("api").await.expect("deployment").metadata.generation;
+    assert_eq!(generation, Some(3), "rolled exactly twice");
+}

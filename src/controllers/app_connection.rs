@@ -21,7 +21,7 @@ use kube::{
 };
 
 use super::{
-    ANNOTATION_ROTATE, Context, Error, accounts::Access, conditions, ledger, lifecycle, secrets,
+    ANNOTATION_ROTATE, Context, Error, accounts::Access, conditions, ledger, lifecycle, rollout, secrets,
     service_principal::rotation, tenancy::DelegatedKind,
 };
 use crate::{
@@ -262,6 +262,31 @@ async fn converge(
     if let Some(after) = rotation_waits {
         message.push_str(&rotation::waiting_note("recreation", after, ctx.config.rotate_min_interval));
     }
+    // Named consumers are rolled onto the Secret's current client (nothing waits for their rollouts: a recreated
+    // integration's old client is already gone).
+    let rollouts = match app.spec.rollout_restart_targets.is_empty() || client_id.is_empty() {
+        true => rollout::Rollouts::default(),
+        false => {
+            let key = rollout::annotation_key("app", &app.name_any(), &app.uid().unwrap_or_default());
+            let targets = &app.spec.rollout_restart_targets;
+            rollout::converge(&ctx.client, &namespace, targets, &key, &client_id, &name).await
+        }
+    };
+    for target in &rollouts.restarted {
+        let note = format!("Rolling {target} onto client {client_id}");
+        ctx.event(app, EventType::Normal, "RolloutRestarted", "Restart", &note).await;
+    }
+    for failed in &rollouts.failed {
+        ctx.event(
+            app,
+            EventType::Warning,
+            "RolloutRestartFailed",
+            "Restart",
+            &format!("Could not roll {failed}"),
+        )
+        .await;
+    }
+    message.push_str(&rollouts.note(&name));
     conditions::published(&mut status.conditions, &message, generation);
     conditions::synced(&mut status.conditions, generation);
     Ok(rotation_waits

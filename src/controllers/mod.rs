@@ -7,6 +7,7 @@ pub mod conditions;
 mod error;
 mod ledger;
 mod lifecycle;
+pub mod rollout;
 pub mod secrets;
 pub mod service_principal;
 pub mod tenancy;

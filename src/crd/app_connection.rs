@@ -92,6 +92,15 @@ pub struct DatabricksAppConnectionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<OutputTemplate>,
 
+    /// Workloads that consume the Secret and read it only at start. When the Secret gets new credentials (the
+    /// integration was recreated, e.g. by the rotate annotation), those whose pods use the Secret are rolled (a pod
+    /// template annotation). Same namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.kind == t.kind && u.name == t.name))")
+        .message("rolloutRestartTargets must not name the same workload twice"))]
+    pub rollout_restart_targets: Vec<super::RolloutTarget>,
+
     /// What happens to the integration in Databricks when this object is deleted: `Delete` (default; tokens it
     /// issued stop working) or `Orphan`.
     #[serde(default)]

@@ -143,6 +143,30 @@ fn default_account_name() -> String {
     "default".to_owned()
 }
 
+/// A workload that reads a generated Secret once at start (`envFrom`, `env.valueFrom`) and must be restarted to
+/// pick up a new value. The operator rolls it (a pod template annotation, as `kubectl rollout restart` does) when
+/// it publishes a new secret, and deletes the replaced secret only once the rollout finished and the grace period
+/// ended, whichever is later. Same namespace as the object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutTarget {
+    /// `Deployment`, `StatefulSet` or `DaemonSet` (apps/v1).
+    pub kind: RolloutKind,
+    /// Name of the workload in this object's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+}
+
+/// The kinds of workload a rollout restart applies to.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema,
+)]
+pub enum RolloutKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
 /// Labels and annotations added to a Secret or ConfigMap the operator generates. The object's own labels are
 /// never copied; keys the operator sets itself win over the template.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]

@@ -163,6 +163,17 @@ pub struct Credentials {
     /// Labels and annotations added to the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<OutputTemplate>,
+
+    /// Workloads that consume the Secret and read it only at start. When a new secret is published, those whose
+    /// pods use the Secret are rolled (a pod template annotation), and the replaced secret is deleted only after
+    /// their rollouts finished and the grace period ended, whichever is later (or when a sixth secret needs its
+    /// room). Consumers not named here keep the old value until they restart on their own, and it stops working
+    /// when the grace period ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.kind == t.kind && u.name == t.name))")
+        .message("rolloutRestartTargets must not name the same workload twice"))]
+    pub rollout_restart_targets: Vec<super::RolloutTarget>,
 }
 
 fn default_lifetime() -> String {

@@ -10,7 +10,9 @@ use k8s_openapi::{
 };
 use kube::{Api, ResourceExt, runtime::events::EventType};
 
-use super::super::{ANNOTATION_ROTATE, Context, Error, conditions, lifecycle, patch_status, secrets};
+use super::super::{
+    ANNOTATION_ROTATE, Context, Error, conditions, lifecycle, patch_status, rollout, secrets,
+};
 use super::{
     Principal,
     rotation::{self, parse_time},
@@ -264,8 +266,31 @@ pub(super) async fn converge_credentials(
         }
     }
 
-    // Retire what the grace period has passed.
-    let (due, kept) = rotation::past_grace(std::mem::take(&mut creds.retiring), now);
+    // Named consumers are rolled onto the current secret; a replaced one waits for their rollouts.
+    let rollouts = match creds.secret_id.as_deref() {
+        Some(id) if !spec.rollout_restart_targets.is_empty() => {
+            let key = rollout::annotation_key("sp", &sp.name_any(), &uid);
+            let targets = &spec.rollout_restart_targets;
+            rollout::converge(&ctx.client, &namespace, targets, &key, id, &secret_name).await
+        }
+        _ => rollout::Rollouts::default(),
+    };
+    for target in &rollouts.restarted {
+        let message = format!("Rolling {target} onto secret {}", creds.secret_id.as_deref().unwrap_or("?"));
+        ctx.event(sp, EventType::Normal, "RolloutRestarted", "Restart", &message).await;
+    }
+    for failed in &rollouts.failed {
+        ctx.event(
+            sp,
+            EventType::Warning,
+            "RolloutRestartFailed",
+            "Restart",
+            &format!("Could not roll {failed}"),
+        )
+        .await;
+    }
+    // Retire what the grace period (and the consumers' rollouts) have passed.
+    let (due, kept) = rotation::past_grace(std::mem::take(&mut creds.retiring), now, rollouts.done());
     creds.retiring = kept;
     for retiring in &due {
         client.delete_secret(&principal.id, &retiring.secret_id).await?;
@@ -299,11 +324,22 @@ pub(super) async fn converge_credentials(
     if let Some(after) = rotation_waits {
         message.push_str(&rotation::waiting_note("rotation", after, ctx.config.rotate_min_interval));
     }
+    message.push_str(&rollouts.note(&secret_name));
     conditions::published(&mut status.conditions, &message, generation);
+    // While a replaced secret waits only for a rollout, look again (its progress does not wake this object): soon
+    // at first, then less often the longer it takes.
+    let rollout_check = creds
+        .retiring
+        .iter()
+        .map(|r| r.delete_after.0)
+        .min()
+        .filter(|due| !rollouts.done() && *due <= Timestamp::now())
+        .map(|due| rotation::rollout_recheck(due, Timestamp::now()));
     let wake = [
         creds.renew_time.as_ref().map(|t| t.0),
         creds.retiring.iter().map(|r| r.delete_after.0).min(),
         rotation_waits,
+        rollout_check,
     ]
     .into_iter()
     .flatten()

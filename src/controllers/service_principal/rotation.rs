@@ -118,12 +118,22 @@ pub fn make_room(
     if retiring.is_empty() { Err(()) } else { Ok(Some(retiring.remove(0))) }
 }
 
-/// Splits retiring secrets into those whose grace period has passed (to delete) and those to keep.
+/// When to look again at a rollout that holds back a secret due since `due`: 5 s at first, then half the time
+/// waited so far, at most 5 minutes.
+pub fn rollout_recheck(due: Timestamp, now: Timestamp) -> Timestamp {
+    let waited = now.duration_since(due).abs();
+    let wait = (waited / 2).clamp(SignedDuration::from_secs(5), SignedDuration::from_mins(5));
+    now + wait
+}
+
+/// Splits retiring secrets into those to delete and those to keep: a replaced secret goes once its grace period
+/// has passed and every named consumer runs the current secret (`consumers_rolled`), whichever is later.
 pub fn past_grace(
     retiring: Vec<RetiringSecret>,
     now: Timestamp,
+    consumers_rolled: bool,
 ) -> (Vec<RetiringSecret>, Vec<RetiringSecret>) {
-    retiring.into_iter().partition(|r| r.delete_after.0 <= now)
+    retiring.into_iter().partition(|r| consumers_rolled && r.delete_after.0 <= now)
 }
 
 #[cfg(test)]
@@ -197,12 +207,21 @@ mod tests {
     }
 
     #[test]
-    fn the_grace_period_decides_what_is_deleted() {
+    fn a_slow_rollout_is_looked_at_less_and_less_often() {
+        let due = at("2026-11-30T12:00:00Z");
+        assert_eq!(rollout_recheck(due, at("2026-11-30T12:00:01Z")), at("2026-11-30T12:00:06Z"));
+        assert_eq!(rollout_recheck(due, at("2026-11-30T12:02:00Z")), at("2026-11-30T12:03:00Z"));
+        assert_eq!(rollout_recheck(due, at("2026-11-30T14:00:00Z")), at("2026-11-30T14:05:00Z"));
+    }
+
+    #[test]
+    fn the_grace_period_and_the_consumers_rollouts_decide_what_is_deleted() {
         let now = at("2026-11-30T12:00:00Z");
-        let (due, kept) = past_grace(
-            vec![retiring("due", "2026-11-30T12:00:00Z"), retiring("kept", "2026-11-30T12:00:01Z")],
-            now,
-        );
+        let both = || vec![retiring("due", "2026-11-30T12:00:00Z"), retiring("kept", "2026-11-30T12:00:01Z")];
+        let (due, kept) = past_grace(both(), now, true);
         assert_eq!((due[0].secret_id.as_str(), kept[0].secret_id.as_str()), ("due", "kept"));
+        // A rollout still going holds back even a secret whose grace period has passed.
+        let (due, kept) = past_grace(both(), now, false);
+        assert!(due.is_empty() && kept.len() == 2);
     }
 }
