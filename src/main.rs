@@ -34,10 +34,10 @@ enum Commands {
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// Where /metrics is served.
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    #[arg(long, default_value = "0.0.0.0:8080", value_parser = http::parse_listen_addr)]
     metrics_addr: SocketAddr,
     /// Where /healthz and /readyz are served.
-    #[arg(long, default_value = "0.0.0.0:8081")]
+    #[arg(long, default_value = "0.0.0.0:8081", value_parser = http::parse_listen_addr)]
     health_addr: SocketAddr,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long)]
@@ -122,8 +122,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
     check_crds(&client).await?;
     let metrics = Arc::new(Metrics::default());
     let ready = Readiness::default();
-    let server =
-        tokio::spawn(http::serve(args.health_addr, args.metrics_addr, metrics.clone(), ready.clone()));
+    // Bound before anything else runs: an operator nobody can probe or scrape is not started.
+    let listeners = http::bind(args.health_addr, args.metrics_addr).await.map_err(|e| e.to_string())?;
+    let server = tokio::spawn(http::serve(listeners, metrics.clone(), ready.clone()));
     let config = controllers::Config {
         resync_interval: args.resync_interval,
         rotation_grace: args.rotation_grace_period,

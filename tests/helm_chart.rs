@@ -17,6 +17,17 @@ fn helm() -> String {
     String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_owned()
 }
 
+fn numbers_as_floats(value: Value) -> Value {
+    match value {
+        Value::Number(n) => n.as_f64().map_or(Value::Number(n), |f| serde_json::json!(f)),
+        Value::Array(items) => Value::Array(items.into_iter().map(numbers_as_floats).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, numbers_as_floats(v))).collect())
+        }
+        other => other,
+    }
+}
+
 /// The rules of the one `kind` whose name ends with `suffix` (the chart prefixes names with the release).
 fn rules(objects: &[kube::api::DynamicObject], kind: &str, suffix: &str) -> Value {
     let found: Vec<&kube::api::DynamicObject> = objects
@@ -111,6 +122,51 @@ async fn the_chart_renders_lints_applies_and_matches_the_kustomize_rbac() {
         .expect("deployment");
     let args = deployment.data["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
     assert!(args.contains("--leader-elect"), "{args}");
+
+    // Everything behind values: CRDs (the same as crds/, kept on uninstall), PDB, ServiceMonitor, host network.
+    let full = Command::new(&helm)
+        .args(["template", "databricks-oauth-operator", chart, "--namespace", "databricks-oauth-operator"])
+        .args(["--set", "crds.install=true,podDisruptionBudget.enabled=true,serviceMonitor.enabled=true"])
+        .args(["--set", "hostNetwork=true,podAnnotations.a=b,extraArgs[0]=--concurrency=4"])
+        .args(["--set", "imagePullSecrets[0].name=regcred"])
+        .output()
+        .expect("helm template");
+    assert!(full.status.success(), "helm template: {}", String::from_utf8_lossy(&full.stderr));
+    let full = manifests::parse(&full.stdout);
+    let of_kind = |kind: &str| -> Vec<&kube::api::DynamicObject> {
+        full.iter().filter(|o| o.types.as_ref().is_some_and(|t| t.kind == kind)).collect()
+    };
+    let crds = of_kind("CustomResourceDefinition");
+    let generated = databricks_oauth_operator::crd::all();
+    assert_eq!(crds.len(), generated.len(), "every CRD");
+    for crd in &generated {
+        let name = kube::ResourceExt::name_any(crd);
+        let rendered =
+            crds.iter().find(|o| o.metadata.name.as_deref() == Some(name.as_str())).expect("rendered");
+        // Helm's fromYaml/toYaml reads every number as a float and prints 1.0 as 1: compare numbers as numbers.
+        assert_eq!(
+            numbers_as_floats(rendered.data["spec"].clone()),
+            numbers_as_floats(serde_json::to_value(&crd.spec).expect("json")),
+            "{name}: same as crds/"
+        );
+        let annotations = rendered.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations.get("helm.sh/resource-policy").map(String::as_str), Some("keep"), "{name}");
+    }
+    assert_eq!(of_kind("PodDisruptionBudget").len(), 1);
+    assert_eq!(of_kind("ServiceMonitor").len(), 1);
+    let pod = &of_kind("Deployment")[0].data["spec"]["template"];
+    assert_eq!(pod["spec"]["hostNetwork"], true);
+    assert_eq!(pod["spec"]["imagePullSecrets"][0]["name"], "regcred");
+    assert_eq!(pod["metadata"]["annotations"]["a"], "b");
+    let args = pod["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--health-addr=[$(POD_IP)]:8081") && args.contains("--concurrency=4"), "{args}");
+    // values.schema.json: a misspelt value is an error, not silently ignored.
+    let typo = Command::new(&helm)
+        .args(["template", "databricks-oauth-operator", chart, "--set", "replicaCont=3"])
+        .output()
+        .expect("helm template");
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(!typo.status.success() && stderr.contains("replicaCont"), "{stderr}");
 
     let env = TestEnv::new().await;
     let namespace: k8s_openapi::api::core::v1::Namespace =
