@@ -35,12 +35,22 @@ fmt-check: ## Check formatting
 	$(CARGO) fmt --all -- --check
 
 .PHONY: lint
-lint: ## Clippy with warnings as errors
+lint: ## Clippy with warnings as errors (the e2e tests too, which `cargo test` does not build)
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy --test e2e --locked -- -D warnings
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
 	$(CARGO) run --quiet --locked --bin $(BIN) -- crds --out-dir crds
+	$(CARGO) run --quiet --locked --bin $(BIN) -- crds --out-dir deploy/helm/databricks-oauth-operator/files/crds
+
+.PHONY: image
+image: ## The operator's OCI image, no Docker needed: target/image/databricks-oauth-operator-<version>.oci.tar
+	@hack/build-image.sh
+
+.PHONY: e2e
+e2e: control-plane ## Real cluster on this machine (root): containerd + kubelets, the image via Helm and kustomize, workloads on the official SDK
+	hack/e2e.sh
 
 .PHONY: control-plane
 control-plane: ## Build (or reuse from the cache) the pinned kube-apiserver and etcd used by the tests

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the pinned test control plane (kube-apiserver + etcd, and kubectl with WITH_KUBECTL=1) from Go modules
-# and caches the binaries outside the clone, so later runs (and CI on the same machine) reuse them. Prints the
-# directory holding the binaries as its last line.
+# Builds the pinned test control plane (kube-apiserver + etcd, kubectl with WITH_KUBECTL=1, and the node's
+# kubelet, kube-controller-manager and kube-scheduler with WITH_NODE=1) from Go modules and caches the binaries
+# outside the clone, so later runs (and CI on the same machine) reuse them. Prints the directory holding the
+# binaries as its last line.
 #
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and only replaces them inside its own repository,
 # so a consumer needs a wrapper module that replaces each staging module with the matching v0.Y.Z release.
@@ -14,12 +15,17 @@ here=$(cd "$(dirname "$0")" && pwd)
 CACHE_ROOT=${DOO_CACHE_DIR:-$HOME/.cache/databricks-oauth-operator}
 OUT="$CACHE_ROOT/control-plane/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 WITH_KUBECTL=${WITH_KUBECTL:-0}
+WITH_NODE=${WITH_NODE:-0}
+NODE_COMMANDS="kubelet kube-controller-manager kube-scheduler"
 
-need_apiserver=1; need_etcd=1; need_kubectl=0
+need_apiserver=1; need_etcd=1; need_kubectl=0; need_node=""
 [ -x "$OUT/kube-apiserver" ] && need_apiserver=0
 [ -x "$OUT/etcd" ] && need_etcd=0
 [ "$WITH_KUBECTL" = 1 ] && [ ! -x "$OUT/kubectl" ] && need_kubectl=1
-if [ $need_apiserver = 0 ] && [ $need_etcd = 0 ] && [ $need_kubectl = 0 ]; then
+if [ "$WITH_NODE" = 1 ]; then
+  for cmd in $NODE_COMMANDS; do [ -x "$OUT/$cmd" ] || need_node="$need_node $cmd"; done
+fi
+if [ $need_apiserver = 0 ] && [ $need_etcd = 0 ] && [ $need_kubectl = 0 ] && [ -z "$need_node" ]; then
   echo "$OUT"
   exit 0
 fi
@@ -59,7 +65,10 @@ package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
     go mod tidy >/dev/null 2>&1 || go mod tidy
@@ -81,6 +90,10 @@ if [ $need_kubectl = 1 ]; then
   log "building kubectl $K8S_VERSION"
   build_kubernetes kubectl
 fi
+for cmd in $need_node; do
+  log "building $cmd $K8S_VERSION (the kubelet takes about 20 minutes on a cold machine)"
+  build_kubernetes "$cmd"
+done
 
 if [ $need_etcd = 1 ]; then
   log "building etcd $ETCD_VERSION"

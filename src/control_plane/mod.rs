@@ -5,6 +5,7 @@
 //! certificates, ports and data directory, RBAC authorization, a ServiceAccount issuer with signing keys (so
 //! TokenRequest works), and is torn down when dropped, or when the process that started it exits.
 
+mod cluster;
 mod pki;
 
 use std::{
@@ -25,16 +26,22 @@ use kube::{
     Api, Client, Config, ResourceExt,
     api::{Patch, PatchParams, PostParams},
     config::{
-        AuthInfo, Cluster, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
+        AuthInfo, Cluster as ClusterEntry, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo,
+        NamedCluster, NamedContext,
     },
     runtime::wait::{await_condition, conditions},
 };
 
+pub use cluster::{Cluster, ClusterOptions, NodeInfo};
 pub use pki::{CertPair, Pki};
 
 /// The service-account issuer of every test control plane. It is an https URL, as Databricks requires of a
 /// federation policy's issuer.
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// The Service CIDR, from 198.18.0.0/15 (reserved for benchmarks, never routed, so never a network this machine
+/// uses). Nothing serves it (there is no kube-proxy); a real cluster makes it unreachable.
+pub const SERVICE_CIDR: &str = "198.19.0.0/24";
 
 const VERSIONS: &str = include_str!("../../hack/control-plane.versions");
 
@@ -117,6 +124,9 @@ pub struct ControlPlane {
     /// Every ServiceAccount signing key the apiserver trusts (path without `.key`/`.pub`), newest last (the
     /// newest signs).
     sa_keys: Vec<PathBuf>,
+    /// Serves a real cluster (`Cluster`): Node authorization, the ServiceAccount admission plugin, kubelet
+    /// client credentials.
+    with_nodes: bool,
 }
 
 /// Audit the operator's identity only (tests run it as `system:serviceaccount:databricks-oauth-operator:*`).
@@ -139,6 +149,10 @@ impl ControlPlane {
     /// Starts etcd and the apiserver, waits until the apiserver is ready, and lets unauthenticated clients
     /// read the ServiceAccount issuer's discovery document and keys (as public clusters do).
     pub async fn start() -> Result<Self, Error> {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(with_nodes: bool) -> Result<Self, Error> {
         let bin = binary_dir();
         for binary in ["kube-apiserver", "etcd"] {
             let path = bin.join(binary);
@@ -193,6 +207,7 @@ impl ControlPlane {
             apiserver: None,
             etcd: Some(etcd),
             sa_keys: vec![sa_key],
+            with_nodes,
         };
         plane.start_apiserver().await?;
         plane.allow_issuer_discovery().await?;
@@ -309,10 +324,10 @@ impl ControlPlane {
         Kubeconfig {
             clusters: vec![NamedCluster {
                 name: name.clone(),
-                cluster: Some(Cluster {
+                cluster: Some(ClusterEntry {
                     server: Some(self.server_url()),
                     certificate_authority_data: Some(BASE64.encode(self.pki.ca_pem())),
-                    ..Cluster::default()
+                    ..ClusterEntry::default()
                 }),
                 other: Default::default(),
             }],
@@ -353,20 +368,36 @@ impl ControlPlane {
             "--advertise-address=127.0.0.1".to_owned(),
             // The loopback address cannot be published as the kubernetes Service endpoint; nothing needs it.
             "--endpoint-reconciler-type=none".to_owned(),
-            "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--allow-privileged=true".to_owned(),
-            "--authorization-mode=RBAC".to_owned(),
             format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
             format!("--service-account-jwks-uri={}/openid/v1/jwks", self.server_url()),
             format!("--service-account-signing-key-file={}.key", signing_key.display()),
-            // No controller-manager runs, so nothing creates default ServiceAccounts: tests create their own.
-            "--disable-admission-plugins=ServiceAccount".to_owned(),
             "--enable-priority-and-fairness=false".to_owned(),
             "--profiling=false".to_owned(),
             "--v=1".to_owned(),
         ];
         for key in &self.sa_keys {
             args.push(format!("--service-account-key-file={}.pub", key.display()));
+        }
+        if self.with_nodes {
+            // Kubelets register and are authorized as nodes; the apiserver reaches them (logs, exec) by the
+            // address they report, with the administrator's client certificate.
+            write(&root.join("admin.crt"), &self.admin.cert_pem)?;
+            write(&root.join("admin.key"), &self.admin.key_pem)?;
+            args.extend([
+                "--authorization-mode=Node,RBAC".to_owned(),
+                "--enable-admission-plugins=NodeRestriction".to_owned(),
+                "--kubelet-preferred-address-types=InternalIP,Hostname".to_owned(),
+                format!("--kubelet-client-certificate={}", root.join("admin.crt").display()),
+                format!("--kubelet-client-key={}", root.join("admin.key").display()),
+            ]);
+        } else {
+            // No controller-manager runs, so nothing creates default ServiceAccounts: tests create their own.
+            args.extend([
+                "--authorization-mode=RBAC".to_owned(),
+                "--disable-admission-plugins=ServiceAccount".to_owned(),
+            ]);
         }
         // Every request of the deployed operator's identity is audited (tests/rbac.rs checks each granted verb
         // against what the operator really asks for).
