@@ -46,6 +46,7 @@ async fn the_sandbox_brings_every_example_to_ready_and_stops_on_ctrl_c() {
         "TrustPolicy/reporting-k8s",
         "TrustPolicy/reporting-github",
         "DatabricksAccount/default",
+        "DatabricksAccount/federated",
     ] {
         let line = progress
             .lines()

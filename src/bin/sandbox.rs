@@ -66,13 +66,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let emulator = Emulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
 
     step(started, "starting the operator");
+    // Workload identity files are read only from here (in a Pod: /var/run/secrets/databricks).
+    let token_dir = plane.root().join("databricks");
+    std::fs::create_dir_all(&token_dir)?;
+    let config = controllers::Config { token_dir: token_dir.clone(), ..controllers::Config::default() };
     let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        controllers::Config::default(),
-        metrics,
-        FailPoints::default(),
-    ));
+    let ctx = Arc::new(Context::new(client.clone(), config, metrics, FailPoints::default()));
     let operator = tokio::spawn(controllers::run(ctx));
 
     step(started, "applying deploy/examples (the DatabricksAccounts point at the emulator)");
@@ -82,9 +81,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "stringData": {"DATABRICKS_CLIENT_ID": ADMIN_ID, "DATABRICKS_CLIENT_SECRET": admin_secret},
     }))?;
     apply(&Api::namespaced(client.clone(), OPERATOR_NAMESPACE), &credentials).await?;
+    let token_path = token_dir.join("token");
+    trust_operator_token(&client, &emulator, &admin_secret, &token_path).await?;
     let applied = apply_examples(
         &client,
         &emulator,
+        &token_path,
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples").as_path(),
     )
     .await?;
@@ -93,9 +95,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     step(started, "waiting for every example to be Ready");
     let discovery = Discovery::new(client.clone()).filter(&[crd::GROUP]).run().await?;
     for (kind, namespace, name) in &applied {
-        if kind == "DatabricksAccount" && name != "default" {
-            continue; // the workload-identity example has no token file outside a cluster
-        }
         let (resource, caps) = find(&discovery, kind)?;
         let api: Api<DynamicObject> = match (caps.scope, namespace) {
             (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
@@ -152,6 +151,7 @@ fn find(discovery: &Discovery, kind: &str) -> Result<(ApiResource, ApiCapabiliti
 async fn apply_examples(
     client: &Client,
     emulator: &Emulator,
+    token_path: &Path,
     dir: &Path,
 ) -> Result<Vec<(String, Option<String>, String)>, Box<dyn std::error::Error>> {
     let discovery = Discovery::new(client.clone()).filter(&[crd::GROUP]).run().await?;
@@ -164,6 +164,13 @@ async fn apply_examples(
         if types.kind == "DatabricksAccount" {
             object.data["spec"]["host"] = json!(emulator.url());
             object.data["spec"].as_object_mut().map(|spec| spec.remove("allowedNamespaces"));
+            // The workload-identity example signs in as the emulator's admin with the token file the sandbox
+            // wrote, where a Pod has its projected token.
+            let identity = &mut object.data["spec"]["auth"]["workloadIdentity"];
+            if identity.is_object() {
+                identity["clientId"] = json!(ADMIN_ID);
+                identity["tokenPath"] = json!(token_path.display().to_string());
+            }
         }
         let (resource, caps) = find(&discovery, &types.kind)?;
         let api: Api<DynamicObject> = match (caps.scope, object.namespace()) {
@@ -236,6 +243,61 @@ async fn ensure_namespace(client: &Client, name: &str) -> Result<(), kube::Error
         ..Namespace::default()
     };
     apply(&Api::all(client.clone()), &namespace).await
+}
+
+/// The `federated` example: the operator's ServiceAccount token written to a file (as the kubelet projects it into
+/// the operator's Pod) and a federation policy on the emulator's account admin that trusts it. No secret.
+async fn trust_operator_token(
+    client: &Client,
+    emulator: &Emulator,
+    admin_secret: &str,
+    token_path: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use databricks_oauth_operator::{
+        controllers::trust_policy::cluster_issuer,
+        databricks::{
+            AccountClient, Budget, ClientOptions, Credentials, Limits,
+            types::{FederationPolicy, OidcPolicy},
+        },
+    };
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    let name = "databricks-oauth-operator";
+    ensure_service_account(client, OPERATOR_NAMESPACE, name).await?;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![ACCOUNT_ID.to_owned()]),
+            expiration_seconds: Some(86_400),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+        .create_token_request(name, &Default::default(), &request)
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .ok_or("no token in the TokenRequest answer")?;
+    std::fs::write(token_path, token)?;
+    let credentials =
+        Credentials::ClientCredentials { client_id: ADMIN_ID.into(), client_secret: admin_secret.into() };
+    let options =
+        ClientOptions { budget: Budget::new(Limits::uniform(100.0, 100, 4)), ..ClientOptions::default() };
+    let admin = AccountClient::new(&emulator.url(), ACCOUNT_ID, credentials, options)?;
+    let principal =
+        admin.find_service_principal_by_application_id(ADMIN_ID).await?.ok_or("no admin principal")?;
+    let (issuer, jwks) = cluster_issuer(client).await?;
+    let policy = FederationPolicy {
+        oidc_policy: Some(OidcPolicy {
+            issuer: Some(issuer),
+            audiences: vec![ACCOUNT_ID.into()],
+            subject: Some(format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{name}")),
+            jwks_json: Some(jwks),
+            ..OidcPolicy::default()
+        }),
+        ..FederationPolicy::default()
+    };
+    admin.create_federation_policy(&principal.id, Some("operator"), &policy).await?;
+    Ok(())
 }
 
 async fn ensure_service_account(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error> {
