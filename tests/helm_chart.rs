@@ -6,16 +6,10 @@ mod support;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{TestEnv, manifests};
-
-fn helm() -> String {
-    let output = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/build-helm.sh"))
-        .output()
-        .expect("bash");
-    assert!(output.status.success(), "building helm: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_owned()
-}
+use support::{
+    TestEnv,
+    manifests::{self, helm},
+};
 
 fn numbers_as_floats(value: Value) -> Value {
     match value {

@@ -133,30 +133,9 @@ impl Cluster {
         let ca = plane.root().join("ca.crt");
         let sa_key = plane.sa_keys.first().map(|k| k.with_extension("key")).unwrap_or_default();
         let kubeconfig = admin_kubeconfig.display().to_string();
-        let controller_manager = Supervised::spawn(
-            "kube-controller-manager",
-            &bin.join("kube-controller-manager"),
-            &[
-                format!("--kubeconfig={kubeconfig}"),
-                format!("--authentication-kubeconfig={kubeconfig}"),
-                format!("--authorization-kubeconfig={kubeconfig}"),
-                "--leader-elect=false".to_owned(),
-                "--bind-address=127.0.0.1".to_owned(),
-                format!("--secure-port={}", free_port()?),
-                format!("--root-ca-file={}", ca.display()),
-                format!("--service-account-private-key-file={}", sa_key.display()),
-                "--use-service-account-credentials=true".to_owned(),
-                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-                "--v=1".to_owned(),
-            ],
-            &state.join("kube-controller-manager.log"),
-            None,
-        )?;
-        cluster.controllers.push(controller_manager);
-        let scheduler = Supervised::spawn(
-            "kube-scheduler",
-            &bin.join("kube-scheduler"),
-            &[
+        // Both as the administrator, one instance each (no leader election), serving only on loopback.
+        let common = |extra: &[String]| -> Result<Vec<String>, Error> {
+            let mut args = vec![
                 format!("--kubeconfig={kubeconfig}"),
                 format!("--authentication-kubeconfig={kubeconfig}"),
                 format!("--authorization-kubeconfig={kubeconfig}"),
@@ -164,11 +143,22 @@ impl Cluster {
                 "--bind-address=127.0.0.1".to_owned(),
                 format!("--secure-port={}", free_port()?),
                 "--v=1".to_owned(),
-            ],
-            &state.join("kube-scheduler.log"),
-            None,
-        )?;
-        cluster.controllers.push(scheduler);
+            ];
+            args.extend_from_slice(extra);
+            Ok(args)
+        };
+        let controller_manager_args = common(&[
+            format!("--root-ca-file={}", ca.display()),
+            format!("--service-account-private-key-file={}", sa_key.display()),
+            "--use-service-account-credentials=true".to_owned(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        ])?;
+        for (name, args) in
+            [("kube-controller-manager", controller_manager_args), ("kube-scheduler", common(&[])?)]
+        {
+            let log = state.join(format!("{name}.log"));
+            cluster.controllers.push(Supervised::spawn(name, &bin.join(name), &args, &log, None)?);
+        }
 
         for (i, node) in nodes.iter().enumerate() {
             let dir = state.join(&node.name);

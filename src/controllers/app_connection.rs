@@ -272,20 +272,7 @@ async fn converge(
             rollout::converge(&ctx.client, &namespace, targets, &key, &client_id, &name).await
         }
     };
-    for target in &rollouts.restarted {
-        let note = format!("Rolling {target} onto client {client_id}");
-        ctx.event(app, EventType::Normal, "RolloutRestarted", "Restart", &note).await;
-    }
-    for failed in &rollouts.failed {
-        ctx.event(
-            app,
-            EventType::Warning,
-            "RolloutRestartFailed",
-            "Restart",
-            &format!("Could not roll {failed}"),
-        )
-        .await;
-    }
+    rollout::announce(ctx, app, &rollouts, &format!("client {client_id}")).await;
     message.push_str(&rollouts.note(&name));
     conditions::published(&mut status.conditions, &message, generation);
     conditions::synced(&mut status.conditions, generation);

@@ -10,11 +10,13 @@
 //! restart what does not consume it.
 
 use kube::{
-    Api,
+    Api, Resource,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
+    runtime::events::EventType,
 };
 use serde_json::{Value, json};
 
+use super::Context;
 use crate::crd::{RolloutKind, RolloutTarget};
 
 /// The prefix of the pod template annotations the operator rolls workloads with.
@@ -228,6 +230,23 @@ pub async fn converge(
         }
     }
     rollouts
+}
+
+/// Events on `object` for what a pass rolled (onto `credentials`, e.g. "secret <id>") and could not roll.
+pub async fn announce<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    object: &K,
+    rollouts: &Rollouts,
+    credentials: &str,
+) {
+    for target in &rollouts.restarted {
+        let note = format!("Rolling {target} onto {credentials}");
+        ctx.event(object, EventType::Normal, "RolloutRestarted", "Restart", &note).await;
+    }
+    for failed in &rollouts.failed {
+        let note = format!("Could not roll {failed}");
+        ctx.event(object, EventType::Warning, "RolloutRestartFailed", "Restart", &note).await;
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,16 @@ use kube::{
     discovery::{Discovery, Scope},
 };
 
+/// The pinned helm (built from Go modules into the cache by hack/build-helm.sh on first use).
+pub fn helm() -> String {
+    let output = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/build-helm.sh"))
+        .output()
+        .expect("bash");
+    assert!(output.status.success(), "building helm: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_owned()
+}
+
 /// Parses a multi-document YAML stream into objects.
 pub fn parse(yaml: &[u8]) -> Vec<DynamicObject> {
     serde_yaml::Deserializer::from_slice(yaml)

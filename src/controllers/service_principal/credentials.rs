@@ -275,20 +275,8 @@ pub(super) async fn converge_credentials(
         }
         _ => rollout::Rollouts::default(),
     };
-    for target in &rollouts.restarted {
-        let message = format!("Rolling {target} onto secret {}", creds.secret_id.as_deref().unwrap_or("?"));
-        ctx.event(sp, EventType::Normal, "RolloutRestarted", "Restart", &message).await;
-    }
-    for failed in &rollouts.failed {
-        ctx.event(
-            sp,
-            EventType::Warning,
-            "RolloutRestartFailed",
-            "Restart",
-            &format!("Could not roll {failed}"),
-        )
-        .await;
-    }
+    let onto = format!("secret {}", creds.secret_id.as_deref().unwrap_or("?"));
+    rollout::announce(ctx, sp, &rollouts, &onto).await;
     // Retire what the grace period (and the consumers' rollouts) have passed.
     let (due, kept) = rotation::past_grace(std::mem::take(&mut creds.retiring), now, rollouts.done());
     creds.retiring = kept;
