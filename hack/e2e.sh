@@ -51,7 +51,7 @@ mkdir -p "$work/pause" "$work/consumer"
 gcc -static -Os -s -o "$work/pause/pause" hack/e2e/pause.c
 hack/oci-pack.sh "$work/pause" 3.10 "$images/pause.oci.tar" \
   --config.entrypoint /pause --config.user 65535:65535
-(cd hack/e2e/consumer && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o "$work/consumer/consumer" .)
+cp "$(hack/build-go-clients.sh)/consumer" "$work/consumer/consumer"
 hack/oci-pack.sh "$work/consumer" e2e "$images/consumer.oci.tar" \
   --config.entrypoint /consumer --config.user 65532:65532
 ls -la "$images" >&2

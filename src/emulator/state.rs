@@ -307,7 +307,13 @@ impl State {
                 "externalId is longer than 64 characters.",
             ));
         }
-        if body.get("entitlements").is_some() {
+        // Evidence: the Terraform provider (v1.126.0) sends `"entitlements":[{}]` on every account-level create and
+        // the real API accepts it (it is how most customers create principals); a provider test fixture shows this
+        // 400 for real entitlement values. So only entitlements that name something are refused
+        // (databricks-account-api.md, service principal fields).
+        let named = |e: &Value| e.get("value").is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
+        let entitlements = body.get("entitlements").and_then(Value::as_array);
+        if entitlements.is_some_and(|list| list.iter().any(named)) {
             return Err(ApiError::scim(
                 StatusCode::BAD_REQUEST,
                 Some("invalidValue"),
@@ -1211,6 +1217,16 @@ mod tests {
         );
         assert!(s.list_principals(Some("displayName gt \"a\"")).is_err());
         assert!(s.list_principals(Some("displayName eq")).is_err());
+    }
+
+    #[test]
+    fn entitlements_without_values_are_accepted_as_terraform_sends_them() {
+        let mut s = state();
+        s.create_principal(&json!({"displayName": "tf", "entitlements": [{}]})).expect("Terraform's body");
+        s.create_principal(&json!({"displayName": "empty", "entitlements": []})).expect("an empty list");
+        let refused =
+            s.create_principal(&json!({"displayName": "x", "entitlements": [{"value": "workspace-access"}]}));
+        assert!(refused.is_err(), "a real entitlement is refused at the account level");
     }
 
     #[test]

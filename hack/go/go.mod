@@ -1,4 +1,4 @@
-module doo.local/e2e-consumer
+module doo.local/databricks-clients
 
 go 1.25.0
 
