@@ -49,16 +49,21 @@ async fn run_sdk(mode: &str) -> String {
     stdout
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_sdk_runs_every_operation_against_the_emulator() {
-    let stdout = run_sdk("operations").await;
-    let checks: usize = stdout
+/// The number in a conformance program's last line, `OK <n> checks`.
+fn checks_run(stdout: &str) -> usize {
+    stdout
         .lines()
         .last()
         .and_then(|l| l.strip_prefix("OK "))
         .and_then(|l| l.split(' ').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_runs_every_operation_against_the_emulator() {
+    let stdout = run_sdk("operations").await;
+    let checks = checks_run(&stdout);
     assert!(checks >= 25, "{checks} checks ran:\n{stdout}");
 }
 
@@ -100,13 +105,7 @@ async fn the_go_sdk_runs_every_operation_against_the_emulator() {
         "the Databricks SDK for Go failed against the emulator:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let checks: usize = stdout
-        .lines()
-        .last()
-        .and_then(|l| l.strip_prefix("OK "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
+    let checks = checks_run(&stdout);
     assert!(checks >= 25, "{checks} checks ran:\n{stdout}");
     let stats = emulator.stats().await;
     assert!(stats.count("oidc.token") >= 1, "the SDK authenticated with OAuth M2M");
