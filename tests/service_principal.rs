@@ -846,6 +846,20 @@ async fn a_replaced_secret_waits_for_the_rollout_of_the_named_consumers() {
     })
     .await
     .expect("the principal is looked at again while the rollout is going");
+    // ...and not again at once: the passes that only wait for the rollout are seconds apart (no hot loop).
+    let looks = || async {
+        let log = operator.emulator.stats().await.log;
+        let at: Vec<u64> = log
+            .iter()
+            .filter(|r| r.method == "GET" && r.target.contains(&path) && r.at_ms > after_grace)
+            .map(|r| r.at_ms)
+            .collect();
+        at
+    };
+    let two = wait_for(READY, || async { Some(looks().await).filter(|at| at.len() >= 2) })
+        .await
+        .expect("looked at twice while the rollout is going");
+    assert!(two[1] - two[0] >= 4000, "passes waiting for a rollout {} ms apart", two[1] - two[0]);
     let live = live_secret_ids(&operator, &id).await;
     assert!(live.contains(&first), "the replaced secret waits for the rollout: {live:?}");
     let sp = env.principals().get("rolled").await.expect("sp");

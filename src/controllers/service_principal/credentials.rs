@@ -314,25 +314,10 @@ pub(super) async fn converge_credentials(
     }
     message.push_str(&rollouts.note(&secret_name));
     conditions::published(&mut status.conditions, &message, generation);
-    // While a replaced secret waits only for a rollout, look again (its progress does not wake this object): soon
-    // at first, then less often the longer it takes.
-    let rollout_check = creds
-        .retiring
-        .iter()
-        .map(|r| r.delete_after.0)
-        .min()
-        .filter(|due| !rollouts.done() && *due <= Timestamp::now())
-        .map(|due| rotation::rollout_recheck(due, Timestamp::now()));
-    let wake = [
-        creds.renew_time.as_ref().map(|t| t.0),
-        creds.retiring.iter().map(|r| r.delete_after.0).min(),
-        rotation_waits,
-        rollout_check,
-    ]
-    .into_iter()
-    .flatten()
-    .min()
-    .map(|t| Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO));
+    let retiring: Vec<Timestamp> = creds.retiring.iter().map(|r| r.delete_after.0).collect();
+    let renew = creds.renew_time.as_ref().map(|t| t.0);
+    let wake = rotation::next_wake(renew, &retiring, rotation_waits, rollouts.done(), Timestamp::now())
+        .map(|t| Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO));
     status.credentials = Some(creds);
     Ok(wake)
 }

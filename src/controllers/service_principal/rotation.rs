@@ -118,6 +118,23 @@ pub fn make_room(
     if retiring.is_empty() { Err(()) } else { Ok(Some(retiring.remove(0))) }
 }
 
+/// When the next pass of a principal's credentials is due: the renewal, the end of a grace period, a waiting rotate
+/// request; and while a replaced secret is past its grace period but held back by a rollout, a recheck that backs
+/// off (never at once: the rollout's progress does not depend on this object being looked at).
+pub fn next_wake(
+    renew: Option<Timestamp>,
+    retiring: &[Timestamp],
+    rotation_waits: Option<Timestamp>,
+    consumers_rolled: bool,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let upcoming = retiring.iter().copied().filter(|due| *due > now).min();
+    // Due already (its grace ended during the pass): retire it now, or recheck the rollout holding it back.
+    let overdue = retiring.iter().copied().filter(|due| *due <= now).min();
+    let overdue = overdue.map(|due| if consumers_rolled { now } else { rollout_recheck(due, now) });
+    [renew, upcoming, rotation_waits, overdue].into_iter().flatten().min()
+}
+
 /// When to look again at a rollout that holds back a secret due since `due`: 5 s at first, then half the time
 /// waited so far, at most 5 minutes.
 pub fn rollout_recheck(due: Timestamp, now: Timestamp) -> Timestamp {
@@ -204,6 +221,22 @@ mod tests {
             vec![retiring("later", "2026-11-30T13:00:00Z"), retiring("sooner", "2026-11-30T12:10:00Z")];
         assert_eq!(make_room(5, 5, &mut some).map(|r| r.map(|r| r.secret_id)), Ok(Some("sooner".into())));
         assert_eq!(some.len(), 1);
+    }
+
+    #[test]
+    fn a_secret_held_back_by_a_rollout_never_wakes_the_object_at_once() {
+        let now = at("2026-11-30T12:10:00Z");
+        let due = at("2026-11-30T12:00:00Z");
+        let renew = Some(at("2027-01-01T00:00:00Z"));
+        // Held back for 10 minutes: look again in 5 minutes (the cap), not immediately.
+        assert_eq!(next_wake(renew, &[due], None, false, now), Some(at("2026-11-30T12:15:00Z")));
+        // A grace period still running wakes at its end.
+        let later = at("2026-11-30T12:11:00Z");
+        assert_eq!(next_wake(renew, &[due, later], None, false, now), Some(later));
+        // Due and nothing holds it back (its grace ended during the pass): at once.
+        assert_eq!(next_wake(renew, &[due], None, true, now), Some(now));
+        // Nothing retiring: the renewal.
+        assert_eq!(next_wake(renew, &[], None, true, now), renew);
     }
 
     #[test]
