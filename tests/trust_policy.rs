@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, time::Duration};
 use databricks_oauth_operator::{
     control_plane::ControlPlane,
     controllers::conditions,
-    controllers::trust_policy::cluster_issuer,
+    controllers::trust_policy::{cluster_issuer, service_account_oidc},
     crd::TrustPolicy,
     databricks::types::{FederationPolicy, OidcPolicy},
 };
@@ -326,16 +326,8 @@ async fn the_operator_itself_runs_on_workload_identity_with_no_secret() {
         .expect("find")
         .expect("admin principal");
     let (issuer, jwks) = cluster_issuer(&env.client).await.expect("issuer");
-    let trust = FederationPolicy {
-        oidc_policy: Some(OidcPolicy {
-            issuer: Some(issuer),
-            audiences: vec![ACCOUNT_ID.into()],
-            subject: Some(format!("system:serviceaccount:{}:doo-operator", env.namespace)),
-            jwks_json: Some(jwks),
-            ..OidcPolicy::default()
-        }),
-        ..FederationPolicy::default()
-    };
+    let oidc = service_account_oidc(issuer, Some(jwks), &env.namespace, "doo-operator", ACCOUNT_ID);
+    let trust = FederationPolicy { oidc_policy: Some(oidc), ..FederationPolicy::default() };
     admin.create_federation_policy(&admin_sp.id, Some("operator"), &trust).await.expect("policy");
     emulator.reset_stats().await;
 

@@ -254,11 +254,8 @@ async fn trust_operator_token(
     token_path: &Path,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use databricks_oauth_operator::{
-        controllers::trust_policy::cluster_issuer,
-        databricks::{
-            AccountClient, Budget, ClientOptions, Credentials, Limits,
-            types::{FederationPolicy, OidcPolicy},
-        },
+        controllers::trust_policy::{cluster_issuer, service_account_oidc},
+        databricks::{AccountClient, Budget, ClientOptions, Credentials, Limits, types::FederationPolicy},
     };
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     let name = "databricks-oauth-operator";
@@ -286,16 +283,8 @@ async fn trust_operator_token(
     let principal =
         admin.find_service_principal_by_application_id(ADMIN_ID).await?.ok_or("no admin principal")?;
     let (issuer, jwks) = cluster_issuer(client).await?;
-    let policy = FederationPolicy {
-        oidc_policy: Some(OidcPolicy {
-            issuer: Some(issuer),
-            audiences: vec![ACCOUNT_ID.into()],
-            subject: Some(format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{name}")),
-            jwks_json: Some(jwks),
-            ..OidcPolicy::default()
-        }),
-        ..FederationPolicy::default()
-    };
+    let oidc = service_account_oidc(issuer, Some(jwks), OPERATOR_NAMESPACE, name, ACCOUNT_ID);
+    let policy = FederationPolicy { oidc_policy: Some(oidc), ..FederationPolicy::default() };
     admin.create_federation_policy(&principal.id, Some("operator"), &policy).await?;
     Ok(())
 }

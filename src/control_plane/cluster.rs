@@ -163,9 +163,10 @@ impl Cluster {
         for (i, node) in nodes.iter().enumerate() {
             let dir = state.join(&node.name);
             fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-            let containerd = start_containerd(&dir, i + 1)?;
+            let mut containerd = start_containerd(&dir, i + 1)?;
+            let started = wait_for_socket(&node.containerd_socket, &mut containerd).await;
             cluster.containerds.push(containerd);
-            wait_for_socket(&node.containerd_socket, cluster.containerds.last_mut())?;
+            started?;
             for (base, archive) in &options.images {
                 import_image(&node.containerd_socket, base, archive)?;
             }
@@ -391,17 +392,16 @@ state = "{d}/containerd/state"
     )
 }
 
-fn wait_for_socket(socket: &Path, process: Option<&mut Supervised>) -> Result<(), Error> {
+async fn wait_for_socket(socket: &Path, process: &mut Supervised) -> Result<(), Error> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut process = process;
     while !socket.exists() {
-        if let Some(reason) = process.as_mut().and_then(|p| p.exited()) {
-            return Err(process.map(|p| p.not_ready(reason.clone())).unwrap_or(Error::Config(reason)));
+        if let Some(reason) = process.exited() {
+            return Err(process.not_ready(reason));
         }
         if Instant::now() > deadline {
             return Err(Error::Config(format!("{} did not appear within 30s", socket.display())));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }

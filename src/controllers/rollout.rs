@@ -103,17 +103,17 @@ pub fn step(kind: RolloutKind, object: &Value, key: &str, value: &str, secret: &
 /// projected `secret` source, in any container or init container.
 pub fn uses_secret(pod_spec: &Value, name: &str) -> bool {
     let is = |v: &Value| v.as_str() == Some(name);
-    let containers = ["containers", "initContainers"]
+    let in_containers = ["containers", "initContainers"]
         .iter()
-        .flat_map(|key| pod_spec[*key].as_array().cloned().unwrap_or_default());
-    let mut containers = containers;
-    let in_containers = containers.any(|c| {
-        let env_from = c["envFrom"].as_array().is_some_and(|l| l.iter().any(|e| is(&e["secretRef"]["name"])));
-        let env = c["env"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|e| is(&e["valueFrom"]["secretKeyRef"]["name"])));
-        env_from || env
-    });
+        .flat_map(|key| pod_spec[*key].as_array().into_iter().flatten())
+        .any(|c| {
+            let env_from =
+                c["envFrom"].as_array().is_some_and(|l| l.iter().any(|e| is(&e["secretRef"]["name"])));
+            let env = c["env"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|e| is(&e["valueFrom"]["secretKeyRef"]["name"])));
+            env_from || env
+        });
     let in_volumes = pod_spec["volumes"].as_array().is_some_and(|volumes| {
         volumes.iter().any(|v| {
             is(&v["secret"]["secretName"])

@@ -177,19 +177,29 @@ async fn desired(
     };
     let (issuer, jwks) = cluster_issuer(&ctx.client).await?;
     let audience = k8s.audience.clone().unwrap_or_else(|| account_id.to_owned());
-    let spec = OidcPolicy {
+    let namespace = policy.namespace().unwrap_or_default();
+    let jwks = (k8s.jwks == JwksMode::Inline).then_some(jwks);
+    let spec = service_account_oidc(issuer, jwks, &namespace, &k8s.service_account_name, &audience);
+    Ok((spec, Some(audience)))
+}
+
+/// The OIDC policy that trusts this cluster's tokens for one ServiceAccount (`issuer` and, inline, `jwks` as
+/// `cluster_issuer` reads them) with one audience.
+pub fn service_account_oidc(
+    issuer: String,
+    jwks: Option<String>,
+    namespace: &str,
+    service_account: &str,
+    audience: &str,
+) -> OidcPolicy {
+    OidcPolicy {
         issuer: Some(issuer),
-        audiences: vec![audience.clone()],
-        subject: Some(format!(
-            "system:serviceaccount:{}:{}",
-            policy.namespace().unwrap_or_default(),
-            k8s.service_account_name
-        )),
+        audiences: vec![audience.to_owned()],
+        subject: Some(format!("system:serviceaccount:{namespace}:{service_account}")),
         subject_claim: Some("sub".to_owned()),
         jwks_uri: None,
-        jwks_json: (k8s.jwks == JwksMode::Inline).then_some(jwks),
-    };
-    Ok((spec, Some(audience)))
+        jwks_json: jwks,
+    }
 }
 
 async fn converge(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStatus) -> Result<(), Error> {

@@ -9,12 +9,9 @@ use super::support::{
 };
 use databricks_oauth_operator::{
     control_plane::{Cluster, ClusterOptions},
-    controllers::trust_policy::cluster_issuer,
+    controllers::trust_policy::{cluster_issuer, service_account_oidc},
     crd::DatabricksAccount,
-    databricks::{
-        AccountClient,
-        types::{FederationPolicy, OidcPolicy},
-    },
+    databricks::{AccountClient, types::FederationPolicy},
     emulator::Emulator,
 };
 use k8s_openapi::api::{
@@ -109,16 +106,8 @@ impl World {
             .expect("find")
             .expect("the admin principal");
         let (issuer, jwks) = cluster_issuer(&self.client).await.expect("issuer");
-        let policy = FederationPolicy {
-            oidc_policy: Some(OidcPolicy {
-                issuer: Some(issuer),
-                audiences: vec![ACCOUNT_ID.into()],
-                subject: Some(format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{RELEASE}")),
-                jwks_json: Some(jwks),
-                ..OidcPolicy::default()
-            }),
-            ..FederationPolicy::default()
-        };
+        let oidc = service_account_oidc(issuer, Some(jwks), OPERATOR_NAMESPACE, RELEASE, ACCOUNT_ID);
+        let policy = FederationPolicy { oidc_policy: Some(oidc), ..FederationPolicy::default() };
         self.admin.create_federation_policy(&admin_sp.id, Some("operator"), &policy).await.expect("policy");
     }
 
