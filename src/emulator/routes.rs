@@ -71,6 +71,9 @@ pub async fn sp_create(AxumState(s): AxumState<Shared>, body: Bytes) -> Result<R
     Ok((StatusCode::CREATED, Json(state.principal_json(&principal))).into_response())
 }
 
+/// The whole principal, whatever `attributes` asks for (the list honours it). Evidence: the Terraform provider
+/// (v1.126.0) reads a principal with `attributes=userName,displayName,active,externalId,entitlements` and takes
+/// `applicationId` from the answer into its state; its test fixtures show the real API sending it.
 pub async fn sp_get(
     AxumState(s): AxumState<Shared>,
     Path((_, id)): Path<(String, String)>,

@@ -307,19 +307,7 @@ impl State {
                 "externalId is longer than 64 characters.",
             ));
         }
-        // Evidence: the Terraform provider (v1.126.0) sends `"entitlements":[{}]` on every account-level create and
-        // the real API accepts it (it is how most customers create principals); a provider test fixture shows this
-        // 400 for real entitlement values. So only entitlements that name something are refused
-        // (databricks-account-api.md, service principal fields).
-        let named = |e: &Value| e.get("value").is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
-        let entitlements = body.get("entitlements").and_then(Value::as_array);
-        if entitlements.is_some_and(|list| list.iter().any(named)) {
-            return Err(ApiError::scim(
-                StatusCode::BAD_REQUEST,
-                Some("invalidValue"),
-                "entitlements cannot be managed at the account level.",
-            ));
-        }
+        refuse_named_entitlements(body)?;
         let id = self.new_principal_id();
         let principal = Principal {
             id: id.clone(),
@@ -398,6 +386,7 @@ impl State {
                 ApiError::scim(StatusCode::BAD_REQUEST, Some("invalidValue"), "displayName is required.")
             })?
             .to_owned();
+        refuse_named_entitlements(body)?;
         principal.active = body.get("active").and_then(Value::as_bool).unwrap_or(true);
         principal.external_id = optional_string(body, "externalId")?;
         principal.roles = roles_of(body.get("roles"));
@@ -898,6 +887,23 @@ impl State {
     }
 }
 
+/// Evidence: the Terraform provider (v1.126.0) sends `"entitlements":[{}]` on every account-level create and
+/// replace (PUT), and the real API accepts it: it is how most customers create principals (the Terraform
+/// conformance test runs both). A provider test fixture shows this 400 for real entitlement values. So only
+/// entitlements that name something are refused (databricks-account-api.md, service principal fields).
+fn refuse_named_entitlements(body: &Value) -> Result<(), ApiError> {
+    let named = |e: &Value| e.get("value").is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
+    let entitlements = body.get("entitlements").and_then(Value::as_array);
+    if entitlements.is_some_and(|list| list.iter().any(named)) {
+        return Err(ApiError::scim(
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+            "entitlements cannot be managed at the account level.",
+        ));
+    }
+    Ok(())
+}
+
 fn optional_string(body: &Value, key: &str) -> Result<Option<String>, ApiError> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -1227,6 +1233,12 @@ mod tests {
         let refused =
             s.create_principal(&json!({"displayName": "x", "entitlements": [{"value": "workspace-access"}]}));
         assert!(refused.is_err(), "a real entitlement is refused at the account level");
+        let id = s.create_principal(&json!({"displayName": "tf"})).expect("create").id;
+        s.replace_principal(&id, &json!({"displayName": "tf2", "entitlements": [{}]}))
+            .expect("Terraform's PUT");
+        let refused =
+            s.replace_principal(&id, &json!({"displayName": "x", "entitlements": [{"value": "sql"}]}));
+        assert!(refused.is_err(), "and refused on a replace too");
     }
 
     #[test]
