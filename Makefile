@@ -19,7 +19,7 @@ run: control-plane ## Local sandbox: control plane + Databricks emulator + opera
 	$(CARGO) run --quiet --locked --bin sandbox
 
 .PHONY: test
-test: fmt-check lint control-plane ## Everything CI runs: fmt, clippy, unit and cluster tests
+test: fmt-check lint control-plane clients ## Everything CI runs: fmt, clippy, unit and cluster tests, the official clients against the emulator
 	$(CARGO) test --all-targets --locked
 
 .PHONY: build
@@ -56,12 +56,16 @@ e2e: control-plane ## Real cluster on this machine (root): containerd + kubelets
 control-plane: ## Build (or reuse from the cache) the pinned kube-apiserver and etcd used by the tests
 	@hack/build-control-plane.sh >/dev/null
 
+.PHONY: clients
+clients: ## Build (or reuse from the cache) the official Databricks clients checked against the emulator (hack/clients.env)
+	@hack/build-go-clients.sh all >/dev/null
+
 .PHONY: deploy
 deploy: ## Render the kustomize base (apply with: kubectl apply --server-side -f crds/ && kubectl apply -k deploy/base)
 	kubectl kustomize deploy/base
 
 .PHONY: bench
-bench: control-plane ## Scale benchmark (release): 100/1,000/10,000 principals + mixed + rate-limited, vs floors; table, JSON, Markdown and PNG in target/bench/
+bench: control-plane clients ## Scale benchmark (release): 100/1,000/10,000 principals + mixed + rate-limited, vs floors; table, JSON, Markdown and PNG in target/bench/
 	$(CARGO) bench --locked --bench scale
 	@hack/bench/plot.sh "$(BENCH_OUT)/bench.json" "$(BENCH_OUT)/ready.png"
 

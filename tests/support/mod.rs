@@ -2,6 +2,7 @@
 //! when the binary exits), the CRDs installed, and a fresh namespace per test.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod clients;
 pub mod manifests;
 pub mod operator;
 pub mod python;
