@@ -5,7 +5,12 @@
 //! Settings (environment): `BENCH_SIZES` (default `100,1000,10000`), `BENCH_MIXED` (objects of each kind in the
 //! mixed run, default 200; 0 skips it), `BENCH_LIMITED` (principals in the rate-limited run, default 40; 0 skips),
 //! `BENCH_TWO_TENANTS` (principals of tenants A and B in the two-tenant run, default `500,20`; `0` skips),
-//! `BENCH_OUT` (default `target/bench`).
+//! `BENCH_TERRAFORM` (sizes at which Terraform runs the same principals beside the operator, default `100,1000`;
+//! `0` skips), `BENCH_OUT` (default `target/bench`).
+
+#[path = "../../tests/support/clients.rs"]
+mod clients;
+mod terraform;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -105,6 +110,27 @@ async fn run() -> Result<(), BoxError> {
         runs.push(bench.scenario(Scenario::mixed(n)).await?);
         print_table(&runs);
     }
+    let mut peers = Vec::new();
+    for n in env_list("BENCH_TERRAFORM", "100,1000").into_iter().filter(|n| *n > 0) {
+        let operator = match runs.iter().find(|r| r.name == Scenario::principals(n).name()) {
+            Some(run) => run.clone(),
+            None => bench.scenario(Scenario::principals(n)).await?,
+        };
+        log(started, &format!("== Terraform: {n} principals"));
+        let run = terraform::run(n).await?;
+        log(
+            started,
+            &format!(
+                "Terraform: apply {:.1}s with {} requests, then plan {:.1}s with {} requests",
+                run.apply_seconds, run.apply_requests, run.plan_seconds, run.plan_requests
+            ),
+        );
+        peers.push(terraform::PeerReport {
+            principals: n,
+            terraform: run,
+            operator: terraform::OperatorRun::of(&operator),
+        });
+    }
     let limited = match env_list("BENCH_LIMITED", "40").first().filter(|n| **n > 0) {
         Some(&n) => Some(bench.rate_limited(n).await?),
         None => None,
@@ -120,9 +146,14 @@ async fn run() -> Result<(), BoxError> {
         "runs": runs,
         "rateLimited": limited,
         "twoTenants": two_tenants,
+        "terraform": peers,
     });
     std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
-    let markdown = markdown(&runs, limited.as_ref(), two_tenants.as_ref());
+    let mut markdown = markdown(&runs, limited.as_ref(), two_tenants.as_ref());
+    if !peers.is_empty() {
+        markdown += "\nTerraform beside the operator, the same principals on a fresh emulator each:\n\n";
+        markdown += &terraform::markdown(&peers);
+    }
     std::fs::write(out.join("bench.md"), &markdown)?;
     println!("\n{markdown}");
     println!("written: {0}/bench.json {0}/bench.md", out.display());
