@@ -6,7 +6,7 @@ WORKDIR /src
 # The whole tree (see .dockerignore), as make image builds it: the manifest names benches and tests too.
 COPY . .
 ENV CC_x86_64_unknown_linux_musl=musl-gcc
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin databricks-oauth-operator
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl --package databricks-oauth-operator --bin databricks-oauth-operator
 
 FROM scratch
 ARG VERSION=0.1.0

@@ -16,7 +16,7 @@ help: ## Show this help
 
 .PHONY: run
 run: control-plane ## Local sandbox: control plane + Databricks emulator + operator + the examples, until Ctrl-C
-	$(CARGO) run --quiet --locked --bin sandbox
+	$(CARGO) run --quiet --locked --package sandbox
 
 .PHONY: test
 test: fmt-check lint control-plane clients ## Everything CI runs: fmt, clippy, unit and cluster tests, the official clients against the emulator
@@ -47,6 +47,10 @@ crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
 .PHONY: image
 image: ## The operator's OCI image, no Docker needed: target/image/databricks-oauth-operator-<version>.oci.tar
 	@hack/build-image.sh
+
+.PHONY: emulator-image
+emulator-image: ## The Databricks emulator's OCI image, for your own CI: target/image/databricks-emulator-<version>.oci.tar
+	@hack/build-image.sh emulator
 
 .PHONY: e2e
 e2e: control-plane ## Real cluster on this machine (root): containerd + kubelets, the image via Helm and kustomize, workloads on the official SDK

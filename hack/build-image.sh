@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
-# Builds the operator's OCI image with no Docker daemon and no registry: a static (musl) release binary in a
-# minimal root filesystem (the binary plus /etc/passwd and /etc/group naming the non-root user 65532), packed by
-# umoci as an OCI image layout and written as one tar (an "oci-archive"). The Dockerfile builds the same layout.
+# Builds an OCI image with no Docker daemon and no registry: a static (musl) release binary in a minimal root
+# filesystem (the binary plus /etc/passwd and /etc/group naming the non-root user 65532), packed by umoci as an OCI
+# image layout and written as one tar (an "oci-archive"). The Dockerfile builds the operator's the same way.
+#   hack/build-image.sh [operator|emulator]
+#     operator  databricks-oauth-operator (make image), entrypoint `/databricks-oauth-operator run`
+#     emulator  databricks-emulator (make emulator-image), configured by DATABRICKS_EMULATOR_* variables, listening
+#               on 0.0.0.0:8089
 #
-# Output: $IMAGE_OUT/databricks-oauth-operator-<version>.oci.tar (default IMAGE_OUT=target/image), tagged
-# <version> inside the layout. Prints the tar's path as its last line.
-#   import:  ctr -n k8s.io images import --base-name localhost/databricks-oauth-operator <tar>
-#   push:    skopeo copy oci-archive:<tar> docker://REGISTRY/databricks-oauth-operator:<version>
+# Output: $IMAGE_OUT/<name>-<version>.oci.tar (default IMAGE_OUT=target/image), tagged <version> inside the
+# layout. Prints the tar's path as its last line.
+#   import:  ctr -n k8s.io images import --base-name localhost/<name> <tar>
+#   push:    skopeo copy oci-archive:<tar> docker://REGISTRY/<name>:<version>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-NAME=databricks-oauth-operator
+case "${1:-operator}" in
+  operator)
+    NAME=databricks-oauth-operator
+    DESCRIPTION="Kubernetes operator for Databricks OAuth connections"
+    RUN=(--config.entrypoint /databricks-oauth-operator --config.cmd run) ;;
+  emulator)
+    NAME=databricks-emulator
+    DESCRIPTION="A local Databricks account API for tests and CI (configure with DATABRICKS_EMULATOR_* variables)"
+    RUN=(--config.entrypoint /databricks-emulator --config.env DATABRICKS_EMULATOR_LISTEN=0.0.0.0:8089
+         --config.exposedports 8089/tcp) ;;
+  *) echo "usage: $0 [operator|emulator]" >&2; exit 2 ;;
+esac
 TARGET=x86_64-unknown-linux-musl
 IMAGE_OUT=${IMAGE_OUT:-target/image}
 version=$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)
@@ -37,7 +52,7 @@ case "$installed" in *"$TARGET"*) ;; *) log "adding the Rust target $TARGET"; ru
 
 log "building $NAME $version (release, $TARGET)"
 export CC_x86_64_unknown_linux_musl=musl-gcc
-cargo build --release --locked --target "$TARGET" --bin "$NAME" >&2
+cargo build --release --locked --target "$TARGET" --package "$NAME" --bin "$NAME" >&2
 target_dir=${CARGO_TARGET_DIR:-target}
 binary="$target_dir/$TARGET/release/$NAME"
 # A static binary: no loader, no shared library to ship.
@@ -52,7 +67,7 @@ cp -R hack/image/rootfs/. "$rootfs/"
 install -m 0755 "$binary" "$rootfs/$NAME"
 labels=(
   --config.label "org.opencontainers.image.title=$NAME"
-  --config.label "org.opencontainers.image.description=Kubernetes operator for Databricks OAuth connections"
+  --config.label "org.opencontainers.image.description=$DESCRIPTION"
   --config.label "org.opencontainers.image.licenses=Apache-2.0"
   --config.label "org.opencontainers.image.version=$version"
   --config.label "org.opencontainers.image.revision=$revision"
@@ -60,6 +75,6 @@ labels=(
 [ -n "$source_url" ] && labels+=(--config.label "org.opencontainers.image.source=$source_url")
 out="$IMAGE_OUT/$NAME-$version.oci.tar"
 hack/oci-pack.sh "$rootfs" "$version" "$out" \
-  --config.user 65532:65532 --config.entrypoint "/$NAME" --config.cmd run --config.workingdir / "${labels[@]}"
+  --config.user 65532:65532 "${RUN[@]}" --config.workingdir / "${labels[@]}"
 log "wrote $out ($(du -h "$out" | cut -f1)): $NAME:$version, user 65532, revision $revision"
 echo "$out"

@@ -34,7 +34,7 @@ mkdir -p /run/lock
 exec 9>/run/lock/doo-e2e-run.lock
 flock 9
 # What a cluster left when its test process died before its teardown (the repository's sweep, not a copy).
-sweep() { for dir in "$state"/doo-e2e-*; do [ -d "$dir" ] && bash src/control_plane/sweep.sh "$dir"; done; true; }
+sweep() { for dir in "$state"/doo-e2e-*; do [ -d "$dir" ] && bash crates/test-control-plane/src/sweep.sh "$dir"; done; true; }
 sweep
 trap sweep EXIT
 
@@ -44,14 +44,15 @@ step "helm"
 hack/build-helm.sh >/dev/null
 
 step "images"
-IMAGE_OUT="$images" hack/build-image.sh >/dev/null
+IMAGE_OUT="$images" hack/build-image.sh operator >/dev/null
+IMAGE_OUT="$images" hack/build-image.sh emulator >/dev/null
 work=$(mktemp -d)
 trap 'sweep; rm -rf "$work"' EXIT
 mkdir -p "$work/pause" "$work/consumer"
 gcc -static -Os -s -o "$work/pause/pause" hack/e2e/pause.c
 hack/oci-pack.sh "$work/pause" 3.10 "$images/pause.oci.tar" \
   --config.entrypoint /pause --config.user 65535:65535
-cp "$(hack/build-go-clients.sh)/consumer" "$work/consumer/consumer"
+cp "$(hack/build-go-clients.sh sdk)/consumer" "$work/consumer/consumer"
 hack/oci-pack.sh "$work/consumer" e2e "$images/consumer.oci.tar" \
   --config.entrypoint /consumer --config.user 65532:65532
 ls -la "$images" >&2

@@ -6,9 +6,8 @@ mod support;
 use std::{collections::BTreeMap, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use databricks_oauth_operator::{
-    crd::DatabricksAppConnection, databricks::types::CustomAppUpdate, emulator::FaultRule,
-};
+use databricks_emulator::FaultRule;
+use databricks_oauth_operator::{crd::DatabricksAppConnection, databricks::types::CustomAppUpdate};
 use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams, PostParams},

@@ -8,15 +8,13 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use databricks_oauth_operator::{
-    databricks::{
-        AccountClient, Budget, ClientOptions, Credentials, Error, Limits,
-        types::{
-            CustomAppUpdate, FederationPolicy, NewCustomApp, NewServicePrincipal, OidcPolicy, PatchOperation,
-            TokenAccessPolicy,
-        },
+use databricks_emulator::{Emulator, EmulatorConfig, FaultRule, MAX_POLICIES, MAX_SECRETS, RateLimit};
+use databricks_oauth_operator::databricks::{
+    AccountClient, Budget, ClientOptions, Credentials, Error, Limits,
+    types::{
+        CustomAppUpdate, FederationPolicy, NewCustomApp, NewServicePrincipal, OidcPolicy, PatchOperation,
+        TokenAccessPolicy,
     },
-    emulator::{Emulator, EmulatorConfig, FaultRule, MAX_POLICIES, MAX_SECRETS, RateLimit},
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

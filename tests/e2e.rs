@@ -296,6 +296,105 @@ async fn the_kustomize_base_runs_the_image_with_two_replicas_and_one_leader() {
     drop(world);
 }
 
+/// The emulator's image (`make emulator-image`) as a Pod, configured only by its environment, the way a CI
+/// service container runs it: the official Go SDK program runs every account operation against it, and the
+/// `databricks` CLI finds the account host through it, on a non-loopback address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_image_serves_the_official_clients_from_a_pod() {
+    let world = World::new().await;
+    let (account, admin, workspace) =
+        ("5b0c1f0e-2a3d-4e5f-8a9b-0c1d2e3f4a5b", "ci-admin", 7_000_000_000_000_001_i64);
+    let _: Secret = create(
+        &world.client,
+        json!({"metadata": {"name": "emulator-admin", "namespace": APPS}, "stringData": {"secret": "ci-admin-secret"}}),
+    )
+    .await;
+    // The namespace's default ServiceAccount comes from the controller manager, a moment after the namespace.
+    let accounts: Api<ServiceAccount> = Api::namespaced(world.client.clone(), APPS);
+    wait_for(TIMEOUT, || async { accounts.get_opt("default").await.ok().flatten() })
+        .await
+        .expect("the default ServiceAccount");
+    let port = 18089;
+    let env = json!([
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "DATABRICKS_EMULATOR_LISTEN", "value": format!("$(POD_IP):{port}")},
+        {"name": "DATABRICKS_EMULATOR_ACCOUNT_ID", "value": account},
+        {"name": "DATABRICKS_EMULATOR_ADMIN_CLIENT_ID", "value": admin},
+        {"name": "DATABRICKS_EMULATOR_ADMIN_SECRET",
+         "valueFrom": {"secretKeyRef": {"name": "emulator-admin", "key": "secret"}}},
+        {"name": "DATABRICKS_EMULATOR_WORKSPACES", "value": workspace.to_string()},
+    ]);
+    let _: Pod = create(
+        &world.client,
+        json!({
+            "metadata": {"name": "databricks-emulator", "namespace": APPS, "labels": {"app": "databricks-emulator"}},
+            "spec": {
+                "hostNetwork": true,
+                "automountServiceAccountToken": false,
+                // Longer than the test waits: only a process that stops on SIGTERM is gone in time.
+                "terminationGracePeriodSeconds": 600,
+                "containers": [{
+                    "name": "emulator",
+                    "image": format!("{EMULATOR_IMAGE}:{}", env!("CARGO_PKG_VERSION")),
+                    "imagePullPolicy": "Never",
+                    "env": env,
+                    "readinessProbe": {"httpGet": {"path": "/.well-known/databricks-config", "port": port},
+                                       "periodSeconds": 1},
+                }],
+            },
+        }),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(world.client.clone(), APPS);
+    let ready = wait_for(TIMEOUT, || async {
+        let pod = pods.get("databricks-emulator").await.ok()?;
+        pod_ready(&pod).then(|| pod.status.and_then(|s| s.pod_ip)).flatten()
+    })
+    .await;
+    let ip = match ready {
+        Ok(ip) => ip,
+        Err(err) => panic!("the emulator Pod is not Ready: {err}\n{}", world.describe(APPS).await),
+    };
+    let host = format!("http://{ip}:{port}");
+
+    let conformance = tokio::process::Command::new(support::clients::built("sdk").join("conformance"))
+        .env("EMU_HOST", &host)
+        .env("EMU_ACCOUNT_ID", account)
+        .env("EMU_CLIENT_ID", admin)
+        .env("EMU_CLIENT_SECRET", "ci-admin-secret")
+        .env("EMU_WORKSPACE_ID", workspace.to_string())
+        .env("HOME", world.cluster.state_dir())
+        .output()
+        .await
+        .expect("running the Go SDK program");
+    let printed = support::clients::printed(&conformance);
+    assert!(conformance.status.success(), "the Go SDK against the emulator's Pod:\n{printed}");
+    assert!(printed.lines().any(|l| l.starts_with("OK ")), "{printed}");
+
+    let cli = support::clients::Cli::new();
+    let signed_in = support::clients::Account {
+        host: host.clone(),
+        account_id: account.to_owned(),
+        client_id: admin.to_owned(),
+        client_secret: "ci-admin-secret".to_owned(),
+    };
+    let made = cli.ok(&signed_in, &["service-principals", "create", "--display-name", "from-the-cli"]).await;
+    assert_eq!(made["displayName"], "from-the-cli", "{made}");
+    assert!(
+        cli.cached_host_metadata().is_some_and(|m| m.contains("ACCOUNT_HOST")),
+        "the CLI found an account host"
+    );
+
+    // The container stops on SIGTERM, as a CI service container must: its grace period is longer than the wait.
+    pods.delete("databricks-emulator", &DeleteParams::default()).await.expect("delete");
+    wait_for(TIMEOUT, || async {
+        pods.get_opt("databricks-emulator").await.ok().flatten().is_none().then_some(())
+    })
+    .await
+    .expect("the emulator stopped on SIGTERM");
+    drop(world);
+}
+
 /// `path` relative to `from` (both absolute, `from` a directory below the project).
 fn pathdiff(path: &Path, from: &Path) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -6,10 +6,9 @@ mod support;
 
 use std::{collections::BTreeSet, time::Duration};
 
+use databricks_emulator::{Bucket, LoggedRequest, RateLimit};
 use databricks_oauth_operator::{
-    control_plane::ControlPlane,
     crd::{DatabricksAccount, ServicePrincipal},
-    emulator::{Bucket, LoggedRequest, RateLimit},
     metrics::ControllerLabels,
 };
 use futures::{StreamExt, TryStreamExt};
@@ -24,6 +23,7 @@ use support::{
     operator::{OperatorOptions, uniform_rate_limit},
     wait_for,
 };
+use test_control_plane::ControlPlane;
 
 const ROTATE: &str = "oauth.databricks-operator.io/rotate";
 const DELETION_POLICY: &str = "oauth.databricks-operator.io/deletion-policy";
@@ -81,7 +81,7 @@ fn marks(principals: &[ServicePrincipal]) -> BTreeSet<String> {
 #[tokio::test]
 async fn a_churning_namespace_leaves_another_its_fair_share() {
     let plane = Box::new(ControlPlane::start().await.expect("a control plane of its own"));
-    plane.install_crds().await.expect("crds");
+    plane.install_crds(&databricks_oauth_operator::crd::all()).await.expect("crds");
     let env = TestEnv::on(&plane).await;
     let (a_ns, b_ns) = (format!("{}-a", env.namespace), format!("{}-b", env.namespace));
     create_namespace(&env, &a_ns).await;

@@ -5,9 +5,9 @@ mod support;
 
 use std::{net::TcpListener, process::Stdio, time::Duration};
 
-use databricks_oauth_operator::control_plane::ControlPlane;
 use serde_json::json;
 use support::{TestEnv, operator::OperatorOptions, wait_for};
+use test_control_plane::ControlPlane;
 
 const BIN: &str = env!("CARGO_BIN_EXE_databricks-oauth-operator");
 

@@ -7,7 +7,6 @@ mod support;
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use databricks_oauth_operator::{
-    control_plane::ControlPlane,
     controllers::{self, Context, FailPoints},
     crd::{DatabricksAppConnection, TrustPolicy},
     metrics::Metrics,
@@ -16,6 +15,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::{Api, ResourceExt, api::PostParams};
 use serde_json::{Value, json};
 use support::{TestEnv, operator::OperatorOptions, wait_for};
+use test_control_plane::ControlPlane;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -202,7 +202,7 @@ fn operator_roles(objects: &[kube::api::DynamicObject]) -> Vec<&kube::api::Dynam
 async fn the_deployed_identity_is_exactly_sufficient() {
     // A control plane of its own: its audit log then holds only this scenario's requests.
     let plane = ControlPlane::start().await.expect("control plane");
-    plane.install_crds().await.expect("crds");
+    plane.install_crds(&databricks_oauth_operator::crd::all()).await.expect("crds");
     let env = TestEnv::on(&plane).await;
     let base = support::manifests::kustomize("deploy/base");
     let dev = support::manifests::kustomize("deploy/overlays/dev");
@@ -217,7 +217,7 @@ async fn the_deployed_identity_is_exactly_sufficient() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_namespaced_install_needs_no_cluster_wide_secrets() {
     let plane = ControlPlane::start().await.expect("control plane");
-    plane.install_crds().await.expect("crds");
+    plane.install_crds(&databricks_oauth_operator::crd::all()).await.expect("crds");
     let env = TestEnv::named(&plane, "apps").await;
     let namespaced = support::manifests::kustomize("deploy/overlays/namespaced");
     let args = namespaced

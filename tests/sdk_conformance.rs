@@ -7,7 +7,7 @@ mod support;
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use databricks_oauth_operator::emulator::{Emulator, EmulatorConfig};
+use databricks_emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 use support::clients;
 

@@ -4,9 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use databricks_oauth_operator::{
-    control_plane::ControlPlane, crd::DatabricksAccount, metrics::ControllerLabels,
-};
+use databricks_oauth_operator::{crd::DatabricksAccount, metrics::ControllerLabels};
 use kube::{Api, ResourceExt, api::ListParams};
 use serde_json::json;
 use support::{
@@ -14,6 +12,7 @@ use support::{
     operator::{OperatorOptions, WORKSPACES},
     wait_for,
 };
+use test_control_plane::ControlPlane;
 
 const READY: Duration = Duration::from_secs(60);
 
@@ -352,7 +351,7 @@ async fn assert_one_principal_one_secret(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_reconcile_leaves_no_duplicate_and_no_orphaned_secret() {
-    use databricks_oauth_operator::emulator::FaultRule;
+    use databricks_emulator::FaultRule;
     let env = TestEnv::new().await;
     let operator =
         env.operator(OperatorOptions { grace: Duration::from_secs(1), ..Default::default() }).await;
@@ -522,7 +521,7 @@ impl std::io::Write for LogWriter {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_principals_converge_under_faults_without_duplicates_orphans_or_leaks() {
-    use databricks_oauth_operator::emulator::FaultRule;
+    use databricks_emulator::FaultRule;
     let logs = captured_logs();
     let env = TestEnv::new().await;
     let operator =
@@ -702,7 +701,7 @@ async fn a_new_principal_costs_five_calls_and_unrelated_events_none() {
     // A control plane of its own: DatabricksAccounts are cluster-wide, so the operators of concurrent tests on
     // the shared plane would verify this test's account too, and every call to its emulator is counted here.
     let plane = ControlPlane::start().await.expect("a control plane of its own");
-    plane.install_crds().await.expect("crds");
+    plane.install_crds(&databricks_oauth_operator::crd::all()).await.expect("crds");
     let env = TestEnv::on(&plane).await;
     let operator = env.operator(OperatorOptions::default()).await;
     operator.wait_account(&env, "True").await;

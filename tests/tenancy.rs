@@ -10,14 +10,13 @@ mod support;
 
 use std::{collections::BTreeSet, time::Duration};
 
+use databricks_emulator::FaultRule;
 use databricks_oauth_operator::{
-    control_plane::ControlPlane,
     crd::{DatabricksAccount, DatabricksAppConnection, ServicePrincipal, TrustPolicy},
     databricks::{
         AccountClient,
         types::{NewServicePrincipal, PatchOperation, ServicePrincipal as RemotePrincipal},
     },
-    emulator::FaultRule,
 };
 use k8s_openapi::api::{
     core::v1::{Namespace, Secret, ServiceAccount},
@@ -35,6 +34,7 @@ use support::{
     operator::{ADMIN_ID, Operator, OperatorOptions, WORKSPACES, emulator},
     wait_for,
 };
+use test_control_plane::ControlPlane;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -62,10 +62,10 @@ impl World {
 
     async fn with_emulator(
         delegations: impl FnOnce(&str, &str) -> Value,
-        emulator: databricks_oauth_operator::emulator::Emulator,
+        emulator: databricks_emulator::Emulator,
     ) -> Self {
         let plane = Box::new(ControlPlane::start().await.expect("a control plane of its own"));
-        plane.install_crds().await.expect("crds");
+        plane.install_crds(&databricks_oauth_operator::crd::all()).await.expect("crds");
         let env = TestEnv::on(&plane).await;
         let tenant_roles = support::manifests::kustomize("deploy/base")
             .into_iter()

@@ -7,7 +7,6 @@ mod support;
 use std::{collections::BTreeMap, time::Duration};
 
 use databricks_oauth_operator::{
-    control_plane::ControlPlane,
     controllers::conditions,
     controllers::trust_policy::{cluster_issuer, service_account_oidc},
     crd::TrustPolicy,
@@ -27,6 +26,7 @@ use support::{
     operator::{ACCOUNT_ID, ADMIN_ID, Operator, OperatorOptions},
     wait_for,
 };
+use test_control_plane::ControlPlane;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -125,10 +125,7 @@ async fn service_account_tokens_are_exchanged_using_only_the_config_map() {
         oidc.subject.as_deref(),
         Some(format!("system:serviceaccount:{}:reporting", env.namespace).as_str())
     );
-    assert_eq!(
-        oidc.issuer.as_deref(),
-        Some(databricks_oauth_operator::control_plane::SERVICE_ACCOUNT_ISSUER)
-    );
+    assert_eq!(oidc.issuer.as_deref(), Some(test_control_plane::SERVICE_ACCOUNT_ISSUER));
     assert!(oidc.jwks_json.is_some(), "Inline copies the cluster's keys");
 
     // Everything a pod needs, from the ConfigMap only.
@@ -274,7 +271,7 @@ async fn a_wrong_policy_is_reported_by_verify_and_the_limit_is_a_condition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_cluster_signing_key_is_followed_by_the_inlined_jwks() {
     let mut plane = ControlPlane::start().await.expect("a control plane of its own");
-    plane.install_crds().await.expect("crds");
+    plane.install_crds(&databricks_oauth_operator::crd::all()).await.expect("crds");
     let env = TestEnv::on(&plane).await;
     let operator =
         env.operator(OperatorOptions { resync: Duration::from_secs(2), ..Default::default() }).await;

@@ -20,10 +20,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use databricks_oauth_operator::{
-    control_plane::ControlPlane,
-    crd::{DatabricksAccount, DatabricksAppConnection, ServicePrincipal, TrustPolicy},
-    emulator::{Emulator, EmulatorConfig, RateLimit, Stats},
+use databricks_emulator::{Emulator, EmulatorConfig, RateLimit, Stats};
+use databricks_oauth_operator::crd::{
+    DatabricksAccount, DatabricksAppConnection, ServicePrincipal, TrustPolicy,
 };
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
@@ -34,6 +33,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
+use test_control_plane::ControlPlane;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -83,7 +83,7 @@ async fn run() -> Result<(), BoxError> {
     let _ = std::fs::remove_file(out.join("operator.log"));
     log(started, "starting etcd and kube-apiserver");
     let plane = ControlPlane::start().await?;
-    plane.install_crds().await?;
+    plane.install_crds(&databricks_oauth_operator::crd::all()).await?;
     let kubeconfig = plane.root().join("kubeconfig");
     plane.write_admin_kubeconfig(&kubeconfig)?;
     let client = plane.admin_client().await?;
@@ -535,7 +535,7 @@ impl Bench {
     async fn two_tenants(&self, a: usize, b: usize) -> Result<TwoTenantReport, BoxError> {
         self.log(&format!("== two tenants: A {a} principals, then B {b}, at Databricks' documented limits"));
         let plane = ControlPlane::start().await?;
-        plane.install_crds().await?;
+        plane.install_crds(&databricks_oauth_operator::crd::all()).await?;
         let kubeconfig = plane.root().join("kubeconfig");
         plane.write_admin_kubeconfig(&kubeconfig)?;
         let client = plane.admin_client().await?;

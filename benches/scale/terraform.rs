@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, time::Instant};
 
-use databricks_oauth_operator::emulator::{Emulator, EmulatorConfig};
+use databricks_emulator::{Emulator, EmulatorConfig};
 use serde::Serialize;
 
 use super::{ACCOUNT_ID, ADMIN_ID, BoxError, RunReport, WORKSPACE, clients};

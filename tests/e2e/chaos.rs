@@ -21,7 +21,8 @@ use super::{support::wait_for, world::*};
 /// operator log (each leader's log is read just before it is killed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_two_hundred_objects_converge_while_the_leader_is_killed_again_and_again() {
-    use databricks_oauth_operator::{crd::DatabricksAppConnection, emulator::FaultRule};
+    use databricks_emulator::FaultRule;
+    use databricks_oauth_operator::crd::DatabricksAppConnection;
     const PRINCIPALS: usize = 150;
     const APPS_COUNT: usize = 25;
     const POLICIES: usize = 25;

@@ -7,12 +7,11 @@ use super::support::{
     operator::{ACCOUNT_ID, ADMIN_ID, admin_client, emulator},
     wait_for,
 };
+use databricks_emulator::Emulator;
 use databricks_oauth_operator::{
-    control_plane::{Cluster, ClusterOptions},
     controllers::trust_policy::{cluster_issuer, service_account_oidc},
     crd::DatabricksAccount,
     databricks::{AccountClient, types::FederationPolicy},
-    emulator::Emulator,
 };
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -25,6 +24,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use test_control_plane::{Cluster, ClusterOptions};
 
 pub const TIMEOUT: Duration = Duration::from_secs(180);
 pub const OPERATOR_NAMESPACE: &str = "databricks-oauth-operator";
@@ -32,6 +32,7 @@ pub const RELEASE: &str = "databricks-oauth-operator";
 pub const APPS: &str = "apps";
 pub const IMAGE: &str = "localhost/databricks-oauth-operator";
 pub const CONSUMER_IMAGE: &str = "localhost/doo-consumer:e2e";
+pub const EMULATOR_IMAGE: &str = "localhost/databricks-emulator";
 
 /// The images `hack/e2e.sh` built, as (base name, archive), for `ClusterOptions::images`.
 pub fn images() -> Vec<(String, PathBuf)> {
@@ -43,6 +44,7 @@ pub fn images() -> Vec<(String, PathBuf)> {
         ("localhost/pause", "pause.oci.tar".to_owned()),
         (IMAGE, format!("databricks-oauth-operator-{version}.oci.tar")),
         ("localhost/doo-consumer", "consumer.oci.tar".to_owned()),
+        (EMULATOR_IMAGE, format!("databricks-emulator-{version}.oci.tar")),
     ];
     wanted
         .into_iter()

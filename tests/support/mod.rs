@@ -13,12 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use databricks_oauth_operator::control_plane::{self, ControlPlane};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
 };
+use test_control_plane::{self as control_plane, ControlPlane};
 use tokio::sync::OnceCell;
 
 static PLANE: OnceCell<ControlPlane> = OnceCell::const_new();
@@ -30,7 +30,7 @@ pub async fn control_plane() -> &'static ControlPlane {
     PLANE
         .get_or_try_init(|| async {
             let plane = ControlPlane::start().await?;
-            plane.install_crds().await?;
+            plane.install_crds(&databricks_oauth_operator::crd::all()).await?;
             Ok::<_, control_plane::Error>(plane)
         })
         .await

@@ -2,11 +2,11 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use databricks_emulator::{Emulator, EmulatorConfig};
 use databricks_oauth_operator::{
     controllers::{self, Context, FailPoints},
     crd::{DatabricksAccount, ServicePrincipal},
     databricks::{AccountClient, Budget, ClientOptions, Credentials, Limits},
-    emulator::{Emulator, EmulatorConfig},
     metrics::Metrics,
 };
 use k8s_openapi::api::core::v1::Secret;

@@ -1,7 +1,12 @@
 //! A faithful local Databricks account API for tests, demos and users' own CI: REST, SCIM, the OIDC token
 //! endpoint and an admin API under `/_emulator/` for fault injection, rate limits, eventual consistency, a
-//! movable clock and request statistics. Shaped by `databricks-account-api.md` and checked against the
-//! official Databricks SDK for Python (`tests/sdk_conformance.rs`).
+//! movable clock and request statistics. Shaped by `databricks-account-api.md` and checked against every
+//! official Databricks client: the SDKs for Python and Go, the `databricks` CLI and the Terraform provider
+//! (`tests/sdk_conformance.rs` in the operator's repository).
+//!
+//! As a library: `Emulator::start(EmulatorConfig::new(account, admin_id, admin_secret), addr)` serves in the
+//! calling process (port 0 picks one) until `shutdown`; `url()` is the `DATABRICKS_HOST` to give clients.
+//! As a binary: `databricks-emulator --listen 127.0.0.1:8089 --account-id ... --admin-client-id ...`.
 
 mod errors;
 mod oidc;
@@ -802,4 +807,18 @@ impl Drop for Emulator {
             let _ = tx.send(());
         }
     }
+}
+
+/// Plain `http://` to a loopback host: the only non-HTTPS URL the emulator trusts (an OIDC issuer or redirect URL
+/// in a test). The operator's client has the same rule of its own; the two crates share no code by design.
+pub fn is_loopback_http_url(url: &str) -> bool {
+    url::Url::parse(url).ok().is_some_and(|u| {
+        u.scheme() == "http"
+            && match u.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            }
+    })
 }

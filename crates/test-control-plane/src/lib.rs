@@ -43,7 +43,7 @@ pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster
 /// uses). Nothing serves it (there is no kube-proxy); a real cluster makes it unreachable.
 pub const SERVICE_CIDR: &str = "198.19.0.0/24";
 
-const VERSIONS: &str = include_str!("../../hack/control-plane.versions");
+const VERSIONS: &str = include_str!("../../../hack/control-plane.versions");
 
 /// Why the control plane could not be started or used.
 #[derive(Debug, thiserror::Error)]
@@ -266,19 +266,17 @@ impl ControlPlane {
         client_from(self.admin_kubeconfig()).await
     }
 
-    /// Applies every CRD of this operator (server-side) and waits until the apiserver serves each of them.
-    /// In a real cluster CRDs are installed from `crds/`; the operator never installs them itself.
-    pub async fn install_crds(&self) -> Result<(), Error> {
+    /// Applies `crds` (server-side) and waits until the apiserver serves each of them.
+    pub async fn install_crds(&self, crds: &[CustomResourceDefinition]) -> Result<(), Error> {
         let api: Api<CustomResourceDefinition> = Api::all(self.admin_client().await?);
         let params = PatchParams::apply("doo-control-plane").force();
-        let crds = crate::crd::all();
-        for crd in &crds {
+        for crd in crds {
             api.patch(&crd.name_any(), &params, &Patch::Apply(crd)).await.map_err(|source| Error::Kube {
                 context: format!("applying CRD {}", crd.name_any()),
                 source,
             })?;
         }
-        for crd in &crds {
+        for crd in crds {
             let name = crd.name_any();
             let established = await_condition(api.clone(), &name, conditions::is_crd_established());
             match tokio::time::timeout(Duration::from_secs(30), established).await {

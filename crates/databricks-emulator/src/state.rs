@@ -1013,7 +1013,7 @@ fn validate_oidc(oidc: &OidcPolicy, service_principal: bool) -> Result<(), ApiEr
         .as_deref()
         .filter(|i| !i.is_empty())
         .ok_or_else(|| ApiError::invalid("oidc_policy.issuer is required."))?;
-    if !issuer.starts_with("https://") && !crate::databricks::is_loopback_http_url(issuer) {
+    if !issuer.starts_with("https://") && !crate::is_loopback_http_url(issuer) {
         return Err(ApiError::invalid("oidc_policy.issuer must be an HTTPS URL."));
     }
     match (&oidc.subject, service_principal) {
@@ -1031,7 +1031,7 @@ fn validate_oidc(oidc: &OidcPolicy, service_principal: bool) -> Result<(), ApiEr
     }
     if let Some(uri) = &oidc.jwks_uri
         && !uri.starts_with("https://")
-        && !crate::databricks::is_loopback_http_url(uri)
+        && !crate::is_loopback_http_url(uri)
     {
         return Err(ApiError::invalid("oidc_policy.jwks_uri must be an HTTPS URL."));
     }

@@ -11,11 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use databricks_emulator::{Emulator, EmulatorConfig};
 use databricks_oauth_operator::{
-    control_plane::ControlPlane,
     controllers::{self, Context, FailPoints},
     crd,
-    emulator::{Emulator, EmulatorConfig},
     metrics::Metrics,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
@@ -25,6 +24,7 @@ use kube::{
     discovery::{ApiCapabilities, Discovery, Scope},
 };
 use serde_json::json;
+use test_control_plane::ControlPlane;
 
 const MANAGER: &str = "doo-sandbox";
 const ACCOUNT_ID: &str = "0d3c8a0e-6f1b-4c2a-9a57-3f2b1e4d5c6a";
@@ -57,7 +57,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     plane.write_admin_kubeconfig(&kubeconfig)?;
     let client = plane.admin_client().await?;
     step(started, "installing the CRDs");
-    plane.install_crds().await?;
+    plane.install_crds(&databricks_oauth_operator::crd::all()).await?;
 
     step(started, "starting the Databricks emulator");
     let admin_secret = format!("sandbox-{}", rand::random::<u64>());
@@ -87,7 +87,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         &client,
         &emulator,
         &token_path,
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples").as_path(),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples").as_path(),
     )
     .await?;
     ensure_service_account(&client, "analytics", "reporting").await?;

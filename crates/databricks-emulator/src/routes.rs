@@ -96,7 +96,7 @@ pub async fn sp_list(AxumState(s): AxumState<Shared>, Query(q): Params) -> Resul
     };
     let mut matching = state.list_principals(q.get("filter").map(String::as_str))?;
     if let Some(sort_by) = q.get("sortBy") {
-        let key = |p: &&crate::emulator::state::Principal| match sort_by.as_str() {
+        let key = |p: &&crate::state::Principal| match sort_by.as_str() {
             "displayName" => p.display_name.clone(),
             "applicationId" => p.application_id.clone(),
             _ => format!("{:0>20}", p.id),
