@@ -3,7 +3,7 @@
 //! run. Prints a table and writes `target/bench/bench.{json,md}` (the plot is drawn by `hack/plot-bench.py`).
 //!
 //! Settings (environment): `BENCH_SIZES` (default `100,1000,10000`), `BENCH_MIXED` (objects of each kind in the
-//! mixed run, default 200; 0 skips it), `BENCH_LIMITED` (principals in the rate-limited run, default 40; 0 skips),
+//! mixed run, app connections at most 100, default 200; 0 skips it), `BENCH_LIMITED` (principals in the rate-limited run, default 40; 0 skips),
 //! `BENCH_TWO_TENANTS` (principals of tenants A and B in the two-tenant run, default `500,20`; `0` skips),
 //! `BENCH_TERRAFORM` (sizes at which Terraform runs the same principals beside the operator, default `100,1000`;
 //! `0` skips), `BENCH_OUT` (default `target/bench`).
@@ -45,6 +45,8 @@ const WORKSPACE: i64 = 1_111_222_233_334_444;
 /// account's rateLimit.maxConcurrency): the floors use the same.
 const CONCURRENCY: usize = 16;
 const IN_FLIGHT: usize = 8;
+/// App connections one namespace may have on one account (the operator's limit).
+const MAX_APPS_PER_NAMESPACE: usize = 100;
 /// The operator's default resync interval, to which steady-state rates are scaled.
 const DEFAULT_RESYNC: Duration = Duration::from_secs(600);
 /// Resources the operator writes, for counting apiserver writes.
@@ -187,8 +189,10 @@ impl Scenario {
         Self { principals: n, apps: 0, policies: 0 }
     }
 
+    /// `n` principals and trust policies, and as many app connections as one namespace may have (at most 100
+    /// per namespace and account: beyond that the operator refuses with AppConnectionLimitReached).
     fn mixed(n: usize) -> Self {
-        Self { principals: n, apps: n, policies: n }
+        Self { principals: n, apps: n.min(MAX_APPS_PER_NAMESPACE), policies: n }
     }
 
     fn objects(&self) -> usize {

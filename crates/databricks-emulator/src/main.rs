@@ -27,7 +27,8 @@ struct Args {
     /// A workspace id that accepts permission assignments (repeatable; comma-separated in the environment).
     #[arg(long = "workspace", env = "DATABRICKS_EMULATOR_WORKSPACES", value_delimiter = ',')]
     workspaces: Vec<i64>,
-    /// Emit int64 ids as JSON strings, to exercise lenient clients.
+    /// Emit int64 ids as JSON strings, to exercise lenient clients. The Python SDK and the Go SDK from v0.175
+    /// accept them; older Go SDKs, and so the CLI v1.12.1 and the Terraform provider v1.126.0, do not.
     #[arg(long, env = "DATABRICKS_EMULATOR_INT64_AS_STRINGS")]
     int64_as_strings: bool,
 }

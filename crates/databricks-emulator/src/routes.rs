@@ -36,13 +36,14 @@ fn scim_json(body: &Bytes) -> Result<Value, ApiError> {
     })
 }
 
-/// Token pagination: `page_size` (default 100) and an opaque `page_token`.
+/// Token pagination: `page_size` (default 100; 0, the proto default a client may send, means the default too) and
+/// an opaque `page_token`.
 fn page(items: Vec<Value>, key: &str, params: &HashMap<String, String>) -> Result<Json<Value>, ApiError> {
     let size = match params.get("page_size") {
         Some(s) => s.parse::<usize>().map_err(|_| ApiError::invalid("page_size must be an integer"))?,
-        None => 100,
-    }
-    .clamp(1, 1000);
+        None => 0,
+    };
+    let size = if size == 0 { 100 } else { size.min(1000) };
     let start = match params.get("page_token").filter(|t| !t.is_empty()) {
         Some(token) => token
             .strip_prefix("offset-")

@@ -29,7 +29,8 @@ pub struct EmulatorConfig {
     pub admin_client_secret: String,
     /// Workspaces that accept permission assignments.
     pub workspaces: Vec<i64>,
-    /// Emit int64 ids as JSON strings (proto3-JSON style) to exercise lenient clients.
+    /// Emit int64 ids as JSON strings (proto3-JSON style) to exercise lenient clients: the Python SDK and the Go
+    /// SDK from v0.175 accept them; older Go SDKs (so the CLI v1.12.1 and the Terraform provider v1.126.0) fail.
     pub int64_as_strings: bool,
     /// HTTP status of the answer to a 6th secret (Databricks' exact answer is undocumented).
     pub secret_limit_status: StatusCode,
@@ -299,7 +300,7 @@ impl State {
             body.get("displayName").and_then(Value::as_str).filter(|s| !s.trim().is_empty()).ok_or_else(
                 || ApiError::scim(StatusCode::BAD_REQUEST, Some("invalidValue"), "displayName is required."),
             )?;
-        let external_id = optional_string(body, "externalId")?;
+        let external_id = scim_optional_string(body, "externalId")?;
         if external_id.as_ref().is_some_and(|e| e.chars().count() > 64) {
             return Err(ApiError::scim(
                 StatusCode::BAD_REQUEST,
@@ -314,7 +315,7 @@ impl State {
             application_id: uuid(),
             display_name: display_name.to_owned(),
             external_id,
-            active: body.get("active").and_then(Value::as_bool).unwrap_or(true),
+            active: active_of(body)?,
             roles: roles_of(body.get("roles")),
             created: self.now(),
         };
@@ -387,8 +388,8 @@ impl State {
             })?
             .to_owned();
         refuse_named_entitlements(body)?;
-        principal.active = body.get("active").and_then(Value::as_bool).unwrap_or(true);
-        principal.external_id = optional_string(body, "externalId")?;
+        principal.active = active_of(body)?;
+        principal.external_id = scim_optional_string(body, "externalId")?;
         principal.roles = roles_of(body.get("roles"));
         self.principals.insert(id.to_owned(), principal.clone());
         Ok(principal)
@@ -926,6 +927,47 @@ fn roles_of(value: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A SCIM string attribute of a create or replace: absent, null or a string; anything else is a SCIM 400.
+fn scim_optional_string(body: &Value, key: &str) -> Result<Option<String>, ApiError> {
+    optional_string(body, key).map_err(|_| {
+        ApiError::scim(StatusCode::BAD_REQUEST, Some("invalidValue"), format!("{key} must be a string."))
+    })
+}
+
+/// A SCIM boolean: `true`/`false`, or the strings "true"/"false" (any case), as SCIM PATCH values arrive.
+fn scim_boolean(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// `active` of a create or replace: true when absent; a value that is no boolean is refused, never read as true.
+fn active_of(body: &Value) -> Result<bool, ApiError> {
+    match body.get("active") {
+        None | Some(Value::Null) => Ok(true),
+        Some(value) => scim_boolean(value).ok_or_else(|| {
+            ApiError::scim(
+                StatusCode::BAD_REQUEST,
+                Some("invalidValue"),
+                format!("active must be a boolean, got {value}"),
+            )
+        }),
+    }
+}
+
+/// The value a SCIM filter path names, `roles[value eq "account_admin"]` → `account_admin`.
+fn filtered_value(path: &str) -> Option<String> {
+    let filter = path.split_once('[')?.1.strip_suffix(']')?;
+    let mut words = filter.split_whitespace();
+    let (attribute, operator) = (words.next()?, words.next()?);
+    let value = words.collect::<Vec<_>>().join(" ");
+    (attribute.eq_ignore_ascii_case("value") && operator.eq_ignore_ascii_case("eq"))
+        .then(|| value.trim_matches('"').to_owned())
+}
+
 /// A SCIM patch value may be bare (`false`) or a ComplexValue array (`[{"value": "false"}]`, as Terraform sends).
 fn scalar(value: &Value) -> Value {
     match value {
@@ -934,28 +976,28 @@ fn scalar(value: &Value) -> Value {
     }
 }
 
+/// One PATCH operation. Attribute names are case-insensitive (RFC 7643 §2.1).
 fn apply_patch(principal: &mut Principal, op: &str, attribute: &str, value: Value) -> Result<(), ApiError> {
     let bad = |detail: String| ApiError::scim(StatusCode::BAD_REQUEST, Some("invalidValue"), detail);
-    match (op, attribute) {
+    let name = attribute.split('[').next().unwrap_or_default().to_ascii_lowercase();
+    match (op, name.as_str()) {
         ("replace" | "add", "active") => {
             principal.active = match scalar(&value) {
-                Value::Bool(b) => b,
-                Value::String(s) if s.eq_ignore_ascii_case("true") => true,
-                Value::String(s) if s.eq_ignore_ascii_case("false") => false,
                 Value::Null => return Err(bad("replace of active needs a value".into())),
-                other => return Err(bad(format!("active must be a boolean, got {other}"))),
+                other => scim_boolean(&other)
+                    .ok_or_else(|| bad(format!("active must be a boolean, got {other}")))?,
             }
         }
-        ("replace" | "add", "displayName") => {
+        ("replace" | "add", "displayname") => {
             principal.display_name =
                 scalar(&value).as_str().ok_or_else(|| bad("displayName must be a string".into()))?.to_owned()
         }
-        ("replace" | "add", "externalId") => {
+        ("replace" | "add", "externalid") => {
             principal.external_id = Some(
                 scalar(&value).as_str().ok_or_else(|| bad("externalId must be a string".into()))?.to_owned(),
             )
         }
-        ("remove", "externalId") => principal.external_id = None,
+        ("remove", "externalid") => principal.external_id = None,
         ("replace", "roles") => principal.roles = roles_of(Some(&value)),
         ("add", "roles") => {
             for role in roles_of(Some(&value)) {
@@ -964,14 +1006,17 @@ fn apply_patch(principal: &mut Principal, op: &str, attribute: &str, value: Valu
                 }
             }
         }
-        ("remove", path) if path.starts_with("roles") => {
-            let removed = roles_of(Some(&value));
-            if removed.is_empty() {
+        // `roles[value eq "X"]` removes X alone (what Terraform's databricks_service_principal_role sends on
+        // delete, with no value), a value list removes those, and a bare `roles` removes every role.
+        ("remove", "roles") => {
+            let mut removed = roles_of(Some(&value));
+            removed.extend(filtered_value(attribute));
+            if removed.is_empty() && !attribute.contains('[') {
                 principal.roles.clear();
             }
             principal.roles.retain(|r| !removed.contains(r));
         }
-        ("replace" | "add" | "remove", "applicationId" | "id") => {
+        ("replace" | "add" | "remove", "applicationid" | "id") => {
             return Err(ApiError::scim(
                 StatusCode::BAD_REQUEST,
                 Some("mutability"),
@@ -1239,6 +1284,33 @@ mod tests {
         let refused =
             s.replace_principal(&id, &json!({"displayName": "x", "entitlements": [{"value": "sql"}]}));
         assert!(refused.is_err(), "and refused on a replace too");
+    }
+
+    #[test]
+    fn a_filtered_role_removal_removes_that_role_alone() {
+        let mut s = state();
+        let body = json!({"displayName": "r", "roles": [{"value": "account_admin"}, {"value": "marketplace_admin"}]});
+        let id = s.create_principal(&body).expect("create").id;
+        let remove = |path: &str| json!({"Operations": [{"op": "remove", "path": path}]});
+        let patched =
+            s.patch_principal(&id, &remove(r#"roles[value eq "marketplace_admin"]"#)).expect("patch");
+        assert_eq!(patched.roles, ["account_admin"], "Terraform's role delete keeps the other roles");
+        let patched = s.patch_principal(&id, &remove("roles")).expect("patch");
+        assert!(patched.roles.is_empty(), "a bare path removes every role");
+    }
+
+    #[test]
+    fn patch_attribute_names_are_case_insensitive_and_active_must_be_a_boolean() {
+        let mut s = state();
+        let id = s.create_principal(&json!({"displayName": "c"})).expect("create").id;
+        let patch = json!({"Operations": [{"op": "replace", "path": "Active", "value": false}]});
+        assert!(!s.patch_principal(&id, &patch).expect("patch").active);
+        for active in [json!("no"), json!(0)] {
+            let refused = s.create_principal(&json!({"displayName": "x", "active": active}));
+            assert!(refused.is_err(), "a create with active={active} is refused, not read as true");
+        }
+        let created = s.create_principal(&json!({"displayName": "y", "active": "false"})).expect("create");
+        assert!(!created.active);
     }
 
     #[test]
