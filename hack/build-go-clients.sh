@@ -4,8 +4,9 @@
 #   sdk        the programs on the Databricks SDK for Go in hack/go (`conformance`, `consumer`), keyed by a hash of
 #              their sources: the directory holding them
 #   cli        the `databricks` CLI: the binary
-#   terraform  Terraform and the Databricks provider: a directory holding `terraform` and
-#              `provider/terraform-provider-databricks` (for a `dev_overrides` CLI configuration)
+#   terraform  Terraform: the directory holding `terraform`
+#   provider   the Databricks Terraform provider: the directory holding `terraform-provider-databricks` (for a
+#              `dev_overrides` CLI configuration)
 #   all        all of the above (prints nothing useful; for `make clients`)
 # The CLI, the provider and Terraform are built in their own module directories, with their own go.sum, as their
 # releases are: `go install MODULE@VERSION` is refused here (the proxy's version list is), so the module is fetched
@@ -29,9 +30,14 @@ flock 9
 module_dir() { # MODULE VERSION -> the module's source directory in the Go module cache
   local tmp dir
   tmp=$(mktemp -d)
-  dir=$(cd "$tmp" && go mod download -json "$1@$2" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  rmdir "$tmp"
-  [ -n "$dir" ] && [ -d "$dir" ] || { echo "error: cannot download $1@$2 from the Go module proxy" >&2; exit 1; }
+  # -json reports a failure in its Error field (and exits non-zero): print it.
+  (cd "$tmp" && go mod download -json "$1@$2" >"$tmp.json") || true
+  dir=$(python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+if d.get("Error"): sys.exit("error: cannot download %s: %s" % (sys.argv[2], d["Error"]))
+print(d["Dir"])' "$tmp.json" "$1@$2") || { rm -rf "$tmp" "$tmp.json"; exit 1; }
+  rm -rf "$tmp" "$tmp.json"
+  [ -d "$dir" ] || { echo "error: $1@$2 was downloaded, but $dir is missing" >&2; exit 1; }
   echo "$dir"
 }
 
@@ -79,12 +85,17 @@ cli() {
 }
 
 terraform() {
-  local out="$TOOLS/terraform-$TERRAFORM-databricks-$TERRAFORM_PROVIDER_DATABRICKS"
-  [ -x "$out/provider/terraform-provider-databricks" ] || build "the Databricks Terraform provider" \
-    github.com/databricks/terraform-provider-databricks "$TERRAFORM_PROVIDER_DATABRICKS" \
-    "$out/provider/terraform-provider-databricks"
+  local out="$TOOLS/terraform-$TERRAFORM"
   [ -x "$out/terraform" ] || build terraform github.com/hashicorp/terraform "$TERRAFORM" "$out/terraform" \
     "-X github.com/hashicorp/terraform/version.dev=no"
+  echo "$out"
+}
+
+provider() {
+  local out="$TOOLS/terraform-provider-databricks-$TERRAFORM_PROVIDER_DATABRICKS"
+  [ -x "$out/terraform-provider-databricks" ] || build "the Databricks Terraform provider" \
+    github.com/databricks/terraform-provider-databricks "$TERRAFORM_PROVIDER_DATABRICKS" \
+    "$out/terraform-provider-databricks"
   echo "$out"
 }
 
@@ -92,6 +103,7 @@ case "$what" in
   sdk) sdk ;;
   cli) cli ;;
   terraform) terraform ;;
-  all) sdk >/dev/null; cli >/dev/null; terraform >/dev/null; echo "$TOOLS" ;;
-  *) echo "usage: $0 sdk|cli|terraform|all" >&2; exit 2 ;;
+  provider) provider ;;
+  all) sdk >/dev/null; cli >/dev/null; terraform >/dev/null; provider >/dev/null; echo "$TOOLS" ;;
+  *) echo "usage: $0 sdk|cli|terraform|provider|all" >&2; exit 2 ;;
 esac

@@ -79,9 +79,7 @@ async fn a_new_secret_works_with_the_sdk_until_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_go_sdk_runs_every_operation_against_the_emulator() {
     let dir = clients::built("sdk");
-    let mut config = EmulatorConfig::new(ACCOUNT_ID, "emulator-admin", "admin-secret-value");
-    config.workspaces = vec![WORKSPACE_ID];
-    let emulator = Emulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("emulator");
+    let (emulator, _) = emulator().await;
     let output = tokio::process::Command::new(dir.join("conformance"))
         .env("EMU_HOST", emulator.url())
         .env("EMU_ACCOUNT_ID", ACCOUNT_ID)
@@ -242,7 +240,7 @@ async fn the_databricks_cli_runs_every_operation_against_the_emulator() {
     );
     cli.ok(&admin, &[policy, "delete", &sp_id, "cli-policy"]).await;
     let gone = cli.account(&admin, &[policy, "get", &sp_id, "cli-policy"]).await;
-    c.check(gone.is_err_and(|e| e.contains("not")), "a deleted policy is gone");
+    c.check(gone.is_err_and(|e| e.contains("does not exist")), "a deleted policy is gone");
 
     // The account's federation policy.
     let account_oidc = r#"{"oidc_policy":{"issuer":"https://idp.example.com","audiences":["cli-aud"],"subject_claim":"sub"}}"#;
@@ -321,7 +319,7 @@ async fn the_databricks_cli_runs_every_operation_against_the_emulator() {
     let listed = cli.ok(&admin, &["service-principal-secrets", "list", &sp_id]).await;
     c.check(listed.as_array().is_none_or(Vec::is_empty), "delete secret");
     let refused = cli.account(&as_sp, &["service-principals", "list"]).await.expect_err("a deleted secret");
-    c.check(!refused.contains("account admin"), "a deleted secret no longer signs in");
+    c.check(refused.contains("invalid_client"), &format!("a deleted secret no longer signs in: {refused}"));
     cli.ok(&admin, &["service-principals", "delete", &sp_id]).await;
     let gone = cli.account(&admin, &["service-principals", "get", &sp_id]).await;
     c.check(gone.is_err_and(|e| e.contains("not found")), "a deleted principal is gone");
@@ -331,7 +329,6 @@ async fn the_databricks_cli_runs_every_operation_against_the_emulator() {
         cli.cached_host_metadata().is_some_and(|m| m.contains("ACCOUNT_HOST")),
         "the CLI cached the emulator's host metadata (ACCOUNT_HOST)",
     );
-    assert!(c.0 >= 28, "{} checks ran", c.0);
     let stats = emulator.stats().await;
     assert!(
         stats.count("oidc.host_metadata") >= 1 && stats.count("oidc.token") >= 1,
@@ -431,6 +428,21 @@ async fn plan_changes(tf: &clients::Terraform, vars: &[String]) -> bool {
     }
 }
 
+/// Whether `terraform apply` reported changes made in place only: `Resources: 0 added, N changed, 0 destroyed.`
+/// with N above 0.
+fn updated_in_place(printed: &str) -> bool {
+    let Some(summary) = printed.split("Resources: ").nth(1) else { return false };
+    let counts: Vec<&str> = summary.split(['.', '\n']).next().unwrap_or_default().split(", ").collect();
+    match counts.as_slice() {
+        [added, changed, destroyed] => {
+            *added == "0 added"
+                && *destroyed == "0 destroyed"
+                && changed.strip_suffix(" changed").and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n > 0)
+        }
+        _ => false,
+    }
+}
+
 /// Signs in with client credentials at the account's token endpoint: whether the emulator issued a token.
 async fn signs_in(host: &str, client_id: &str, client_secret: &str) -> bool {
     let response = reqwest::Client::new()
@@ -490,7 +502,7 @@ async fn terraform_applies_updates_and_destroys_against_the_emulator() {
     let updated = terraform(&tf, &["apply", "-auto-approve", "-no-color"], &second).await;
     assert!(updated.status.success(), "terraform apply (update):\n{}", clients::printed(&updated));
     let printed = clients::printed(&updated);
-    assert!(printed.contains("0 added") && printed.contains("0 destroyed"), "updated in place:\n{printed}");
+    assert!(updated_in_place(&printed), "updated in place (nothing added or destroyed):\n{printed}");
     let summary = emulator.summary().await;
     let renamed =
         summary["principals"].as_array().into_iter().flatten().find(|p| p["externalId"] == "uid-tf");

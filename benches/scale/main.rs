@@ -119,17 +119,28 @@ async fn run() -> Result<(), BoxError> {
             None => bench.scenario(Scenario::principals(n)).await?,
         };
         log(started, &format!("== Terraform: {n} principals"));
-        let run = terraform::run(n).await?;
-        log(
-            started,
-            &format!(
-                "Terraform: apply {:.1}s with {} requests, then plan {:.1}s with {} requests",
-                run.apply_seconds, run.apply_requests, run.plan_seconds, run.plan_requests
-            ),
-        );
+        let mut runs_of_n = Vec::new();
+        let smallest =
+            env_list("BENCH_TERRAFORM", "100,1000").into_iter().filter(|n| *n > 0).min() == Some(n);
+        for rate_limit in [Some(terraform::RATE_LIMIT), None].into_iter().filter(|r| r.is_some() || smallest)
+        {
+            let run = terraform::run(n, rate_limit).await?;
+            log(
+                started,
+                &format!(
+                    "Terraform (rate_limit {rate_limit:?}): apply {:.1}s with {} requests, then plan {:.1}s with {} \
+                     requests",
+                    run.apply_seconds, run.apply_requests, run.plan_seconds, run.plan_requests
+                ),
+            );
+            runs_of_n.push(run);
+        }
+        let run = runs_of_n.remove(0);
+        let default_rate = runs_of_n.pop();
         peers.push(terraform::PeerReport {
             principals: n,
             terraform: run,
+            terraform_default_rate: default_rate,
             operator: terraform::OperatorRun::of(&operator),
         });
     }

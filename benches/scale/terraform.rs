@@ -2,6 +2,10 @@
 //! USER assignment to the workspace), applied by Terraform with the Databricks provider (`hack/clients.env`) at
 //! its default `-parallelism` against a fresh emulator, then a `terraform plan` with nothing to change: what
 //! checking them costs Terraform, beside the operator's resync pass and restart.
+//!
+//! The provider limits itself to 15 requests/s unless `rate_limit` says otherwise, while the operator runs here
+//! with a budget of 1,000/s: so Terraform runs with `rate_limit = 1000` at every size (the comparison), and with
+//! its default at the smallest size (what an unconfigured provider does).
 
 use std::{net::SocketAddr, time::Instant};
 
@@ -14,7 +18,10 @@ use super::{ACCOUNT_ID, ADMIN_ID, BoxError, RunReport, WORKSPACE, clients};
 #[serde(rename_all = "camelCase")]
 pub struct PeerReport {
     pub principals: usize,
+    /// With `rate_limit = 1000`, the operator's budget here.
     pub terraform: TerraformRun,
+    /// With the provider's default rate limit (15 requests/s), at the smallest size only.
+    pub terraform_default_rate: Option<TerraformRun>,
     /// The operator's run of the same principals (`make bench`'s own row).
     pub operator: OperatorRun,
 }
@@ -22,6 +29,8 @@ pub struct PeerReport {
 #[derive(Serialize, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct TerraformRun {
+    /// The provider's `rate_limit` (requests/s); `None`: its default.
+    pub rate_limit: Option<u32>,
     pub apply_seconds: f64,
     pub apply_requests: u64,
     pub plan_seconds: f64,
@@ -52,14 +61,18 @@ impl OperatorRun {
     }
 }
 
-fn configuration(principals: usize) -> String {
+/// The rate the operator may use in the bench's runs (its account's `rateLimit`), given to Terraform too.
+pub const RATE_LIMIT: u32 = 1000;
+
+fn configuration(principals: usize, rate_limit: Option<u32>) -> String {
+    let rate_limit = rate_limit.map(|r| format!("rate_limit = {r}")).unwrap_or_default();
     format!(
         r#"terraform {{
   required_providers {{
     databricks = {{ source = "databricks/databricks" }}
   }}
 }}
-provider "databricks" {{}}
+provider "databricks" {{ {rate_limit} }}
 
 resource "databricks_service_principal" "sp" {{
   count        = {principals}
@@ -81,7 +94,7 @@ resource "databricks_mws_permission_assignment" "assignment" {{
 }
 
 /// Terraform creates `principals` principals with a secret and an assignment each, then plans with nothing to do.
-pub async fn run(principals: usize) -> Result<TerraformRun, BoxError> {
+pub async fn run(principals: usize, rate_limit: Option<u32>) -> Result<TerraformRun, BoxError> {
     let secret = format!("bench-{}", rand::random::<u64>());
     let mut config = EmulatorConfig::new(ACCOUNT_ID, ADMIN_ID, &secret);
     config.workspaces = vec![WORKSPACE];
@@ -93,7 +106,7 @@ pub async fn run(principals: usize) -> Result<TerraformRun, BoxError> {
         client_secret: secret,
     };
     let tf = clients::Terraform::new(account);
-    tf.configure(&configuration(principals));
+    tf.configure(&configuration(principals, rate_limit));
 
     let start = Instant::now();
     let applied = tf.run(&["apply", "-auto-approve", "-no-color"]).await;
@@ -125,6 +138,7 @@ pub async fn run(principals: usize) -> Result<TerraformRun, BoxError> {
     let plan = emulator.stats().await;
     emulator.shutdown().await;
     Ok(TerraformRun {
+        rate_limit,
         apply_seconds,
         apply_requests: apply.requests,
         plan_seconds,
@@ -137,39 +151,51 @@ fn tail(text: &str) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+fn terraform_row(n: usize, t: &TerraformRun) -> String {
+    let per = |requests: u64| requests as f64 / n as f64;
+    let label = match t.rate_limit {
+        Some(rate) => format!("Terraform, `rate_limit = {rate}` (`apply`, then `plan`)"),
+        None => "Terraform, provider defaults (15 requests/s)".to_owned(),
+    };
+    format!(
+        "| {n} | {label} | {:.1} | {} ({:.2}) | {:.1} | {} ({:.2}) |\n",
+        t.apply_seconds,
+        t.apply_requests,
+        per(t.apply_requests),
+        t.plan_seconds,
+        t.plan_requests,
+        per(t.plan_requests)
+    )
+}
+
 pub fn markdown(peers: &[PeerReport]) -> String {
     let mut out = String::from(
         "| principals | tool | create: s | create: requests (per principal) | check all: s | check all: requests (per \
          principal) |\n|---|---|---|---|---|---|\n",
     );
     for p in peers {
-        let n = p.principals as f64;
+        let n = p.principals;
+        let per = |requests: u64| requests as f64 / n as f64;
         let (t, o) = (&p.terraform, &p.operator);
+        if let Some(default) = &p.terraform_default_rate {
+            out += &terraform_row(n, default);
+        }
+        out += &terraform_row(n, t);
         out += &format!(
-            "| {} | Terraform (`apply`, then `plan`) | {:.1} | {} ({:.2}) | {:.1} | {} ({:.2}) |\n",
-            p.principals,
-            t.apply_seconds,
-            t.apply_requests,
-            t.apply_requests as f64 / n,
-            t.plan_seconds,
-            t.plan_requests,
-            t.plan_requests as f64 / n
-        );
-        out += &format!(
-            "| {} | operator (to Ready, then a restart) | {:.1} | {} ({:.2}) | {:.1} | {} ({:.2}); a resync pass: {} ({:.2}) |\n",
-            p.principals,
+            "| {n} | operator (to Ready, then a restart) | {:.1} | {} ({:.2}) | {:.1} | {} ({:.2}); a resync pass: {} \
+             ({:.2}) |\n",
             o.seconds_to_ready,
             o.requests,
-            o.requests as f64 / n,
+            per(o.requests),
             o.restart_seconds,
             o.restart_requests,
-            o.restart_requests as f64 / n,
+            per(o.restart_requests),
             o.resync_pass_requests,
-            o.resync_pass_requests as f64 / n
+            per(o.resync_pass_requests)
         );
         out += &format!(
-            "| {} | Terraform ÷ operator | {:.1}x | {:.2}x | {:.1}x | {:.2}x |\n",
-            p.principals,
+            "| {n} | Terraform (`rate_limit = {}`) ÷ operator | {:.1}x | {:.2}x | {:.1}x | {:.2}x |\n",
+            t.rate_limit.unwrap_or_default(),
             t.apply_seconds / o.seconds_to_ready,
             t.apply_requests as f64 / o.requests.max(1) as f64,
             t.plan_seconds / o.restart_seconds,

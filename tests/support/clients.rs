@@ -9,8 +9,8 @@ use std::{
     process::Output,
 };
 
-/// What `hack/build-go-clients.sh CLIENT` prints last (`sdk`: a directory, `cli`: the binary, `terraform`: a
-/// directory with `terraform` and `provider/`), building it first if the cache lacks it.
+/// What `hack/build-go-clients.sh CLIENT` prints last (`sdk`: a directory, `cli`: the binary, `terraform` and
+/// `provider`: the directories holding them), building it first if the cache lacks it.
 pub fn built(client: &str) -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/build-go-clients.sh");
     let output = std::process::Command::new("bash").arg(&script).arg(client).output().expect("running bash");
@@ -82,7 +82,7 @@ impl Cli {
     }
 
     /// `databricks account ARGS -o json` as `account`: the parsed output (`Null` when it printed nothing), or the
-    /// error it printed.
+    /// error it printed. Only stderr goes into an error: stdout may hold a secret the command created.
     pub async fn account(&self, account: &Account, args: &[&str]) -> Result<serde_json::Value, String> {
         let output = account
             .command(&self.bin, self.home.path())
@@ -94,12 +94,13 @@ impl Cli {
             .expect("running the databricks CLI");
         let stdout = String::from_utf8_lossy(&output.stdout);
         if !output.status.success() {
-            return Err(format!("{}{stdout}", String::from_utf8_lossy(&output.stderr)));
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
         }
         if stdout.trim().is_empty() {
             return Ok(serde_json::Value::Null);
         }
-        serde_json::from_str(&stdout).map_err(|err| format!("not JSON ({err}): {stdout}"))
+        serde_json::from_str(&stdout)
+            .map_err(|err| format!("the output is not JSON ({err}; {} bytes)", stdout.len()))
     }
 }
 
@@ -113,14 +114,14 @@ pub struct Terraform {
 
 impl Terraform {
     pub fn new(account: Account) -> Terraform {
-        let built = built("terraform");
+        let (terraform, provider) = (built("terraform"), built("provider"));
         let dir = tempfile::tempdir().expect("temp dir");
         let config = format!(
             "provider_installation {{\n  dev_overrides {{\n    \"databricks/databricks\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
-            built.join("provider").display()
+            provider.display()
         );
         std::fs::write(dir.path().join(".terraformrc"), config).expect("writing the CLI configuration");
-        Terraform { bin: built.join("terraform"), dir, account }
+        Terraform { bin: terraform.join("terraform"), dir, account }
     }
 
     /// Writes the configuration (`main.tf`).

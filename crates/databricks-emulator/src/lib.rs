@@ -812,13 +812,19 @@ impl Drop for Emulator {
 /// Plain `http://` to a loopback host: the only non-HTTPS URL the emulator trusts (an OIDC issuer or redirect URL
 /// in a test). The operator's client has the same rule of its own; the two crates share no code by design.
 pub fn is_loopback_http_url(url: &str) -> bool {
-    url::Url::parse(url).ok().is_some_and(|u| {
-        u.scheme() == "http"
-            && match u.host() {
-                Some(url::Host::Domain(d)) => d == "localhost",
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                None => false,
-            }
-    })
+    url::Url::parse(url).ok().is_some_and(|u| u.scheme() == "http" && loopback_host(&u))
+}
+
+/// Any URL to a loopback host: the only places the emulator fetches from (it makes no outside connections).
+pub fn is_loopback_url(url: &str) -> bool {
+    url::Url::parse(url).ok().is_some_and(|u| loopback_host(&u))
+}
+
+fn loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }

@@ -415,13 +415,7 @@ async fn load_jwks(
 
 async fn fetch_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> Result<T, String> {
     // A local emulator makes no outside connections: keys of other issuers must be inlined (jwks_json).
-    let loopback = url::Url::parse(url).ok().is_some_and(|u| match u.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    });
-    if !loopback {
+    if !crate::is_loopback_url(url) {
         return Err(format!(
             "cannot fetch {url}: the emulator only fetches keys from loopback hosts; inline them (jwks_json)"
         ));

@@ -362,11 +362,15 @@ impl State {
         }
         self.principals.insert(id.to_owned(), principal.clone());
         if !principal.active {
-            self.revoke_tokens(
-                |s| matches!(s, TokenSubject::Principal { principal_id, .. } if principal_id == id),
-            );
+            self.revoke_principal_tokens(id);
         }
         Ok(principal)
+    }
+
+    fn revoke_principal_tokens(&mut self, id: &str) {
+        self.revoke_tokens(
+            |s| matches!(s, TokenSubject::Principal { principal_id, .. } if principal_id == id),
+        );
     }
 
     pub fn replace_principal(&mut self, id: &str, body: &Value) -> Result<Principal, ApiError> {
@@ -392,6 +396,10 @@ impl State {
         principal.external_id = scim_optional_string(body, "externalId")?;
         principal.roles = roles_of(body.get("roles"));
         self.principals.insert(id.to_owned(), principal.clone());
+        // As with a PATCH: a deactivated principal's tokens stop working at once (Terraform updates with PUT).
+        if !principal.active {
+            self.revoke_principal_tokens(id);
+        }
         Ok(principal)
     }
 
@@ -934,7 +942,8 @@ fn scim_optional_string(body: &Value, key: &str) -> Result<Option<String>, ApiEr
     })
 }
 
-/// A SCIM boolean: `true`/`false`, or the strings "true"/"false" (any case), as SCIM PATCH values arrive.
+/// A SCIM boolean: `true`/`false`, or the strings "true"/"false" (any case), as SCIM PATCH values arrive (Terraform
+/// sends `[{"value": "false"}]`); accepted on create and replace too. Anything else is refused.
 fn scim_boolean(value: &Value) -> Option<bool> {
     match value {
         Value::Bool(b) => Some(*b),
@@ -980,6 +989,14 @@ fn scalar(value: &Value) -> Value {
 fn apply_patch(principal: &mut Principal, op: &str, attribute: &str, value: Value) -> Result<(), ApiError> {
     let bad = |detail: String| ApiError::scim(StatusCode::BAD_REQUEST, Some("invalidValue"), detail);
     let name = attribute.split('[').next().unwrap_or_default().to_ascii_lowercase();
+    let filtered = attribute.contains('[');
+    if filtered && !(op == "remove" && name == "roles") {
+        return Err(ApiError::scim(
+            StatusCode::BAD_REQUEST,
+            Some("invalidPath"),
+            format!("a filtered path is supported only to remove roles, not '{op}' on '{attribute}'"),
+        ));
+    }
     match (op, name.as_str()) {
         ("replace" | "add", "active") => {
             principal.active = match scalar(&value) {
@@ -1010,8 +1027,16 @@ fn apply_patch(principal: &mut Principal, op: &str, attribute: &str, value: Valu
         // delete, with no value), a value list removes those, and a bare `roles` removes every role.
         ("remove", "roles") => {
             let mut removed = roles_of(Some(&value));
-            removed.extend(filtered_value(attribute));
-            if removed.is_empty() && !attribute.contains('[') {
+            if filtered {
+                let role = filtered_value(attribute).ok_or_else(|| {
+                    ApiError::scim(
+                        StatusCode::BAD_REQUEST,
+                        Some("invalidFilter"),
+                        format!("unsupported filter in '{attribute}': only roles[value eq \"...\"]"),
+                    )
+                })?;
+                removed.push(role);
+            } else if removed.is_empty() {
                 principal.roles.clear();
             }
             principal.roles.retain(|r| !removed.contains(r));
@@ -1295,6 +1320,11 @@ mod tests {
         let patched =
             s.patch_principal(&id, &remove(r#"roles[value eq "marketplace_admin"]"#)).expect("patch");
         assert_eq!(patched.roles, ["account_admin"], "Terraform's role delete keeps the other roles");
+        let refused = s.patch_principal(&id, &remove(r#"roles[value ne "account_admin"]"#));
+        assert!(refused.is_err(), "a filter it cannot read is refused, not a silent no-op");
+        let replace =
+            json!({"Operations": [{"op": "replace", "path": r#"roles[value eq "x"]"#, "value": "y"}]});
+        assert!(s.patch_principal(&id, &replace).is_err(), "a filtered path only removes");
         let patched = s.patch_principal(&id, &remove("roles")).expect("patch");
         assert!(patched.roles.is_empty(), "a bare path removes every role");
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Removes what a real-node test cluster (src/control_plane/cluster.rs) set up on this machine, from the records
+# Removes what a real-node test cluster (crates/test-control-plane/src/cluster.rs) set up on this machine, from the records
 # in DIR/sweep.env: its node processes, containers and shims, mounts, cgroups, loopback addresses, routes, bridges
 # and DIR itself. `sweep.sh DIR kill` only ends processes. Idempotent: the cluster's teardown runs it, and so does
 # `make e2e` (hack/e2e.sh) after a test process that died before its teardown.
