@@ -8,6 +8,7 @@ mod support;
 use std::{net::SocketAddr, path::PathBuf};
 
 use databricks_emulator::{Emulator, EmulatorConfig};
+use databricks_oauth_operator::databricks::{AccountClient, ClientOptions, Credentials};
 use serde_json::{Value, json};
 use support::clients;
 
@@ -443,17 +444,14 @@ fn updated_in_place(printed: &str) -> bool {
     }
 }
 
-/// Signs in with client credentials at the account's token endpoint: whether the emulator issued a token.
+/// Whether the emulator issues a client-credentials token to this principal (the operator's own check).
 async fn signs_in(host: &str, client_id: &str, client_secret: &str) -> bool {
-    let response = reqwest::Client::new()
-        .post(format!("{host}/oidc/accounts/{ACCOUNT_ID}/v1/token"))
-        .basic_auth(client_id, Some(client_secret))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials&scope=all-apis")
-        .send()
-        .await
-        .expect("token request");
-    response.status().is_success()
+    let admin = Credentials::ClientCredentials {
+        client_id: "emulator-admin".into(),
+        client_secret: "admin-secret-value".into(),
+    };
+    let client = AccountClient::new(host, ACCOUNT_ID, admin, ClientOptions::default()).expect("client");
+    client.verify_client_credentials(client_id, client_secret).await.is_ok()
 }
 
 /// The Databricks Terraform provider's life cycle of everything the operator manages: apply, a re-plan with no

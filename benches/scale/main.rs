@@ -113,15 +113,16 @@ async fn run() -> Result<(), BoxError> {
         print_table(&runs);
     }
     let mut peers = Vec::new();
-    for n in env_list("BENCH_TERRAFORM", "100,1000").into_iter().filter(|n| *n > 0) {
+    let peer_sizes: Vec<usize> =
+        env_list("BENCH_TERRAFORM", "100,1000").into_iter().filter(|n| *n > 0).collect();
+    for &n in &peer_sizes {
         let operator = match runs.iter().find(|r| r.name == Scenario::principals(n).name()) {
             Some(run) => run.clone(),
             None => bench.scenario(Scenario::principals(n)).await?,
         };
         log(started, &format!("== Terraform: {n} principals"));
         let mut runs_of_n = Vec::new();
-        let smallest =
-            env_list("BENCH_TERRAFORM", "100,1000").into_iter().filter(|n| *n > 0).min() == Some(n);
+        let smallest = peer_sizes.iter().min() == Some(&n);
         for rate_limit in [Some(terraform::RATE_LIMIT), None].into_iter().filter(|r| r.is_some() || smallest)
         {
             let run = terraform::run(n, rate_limit).await?;
