@@ -4,8 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 
 use clap::{Parser, Subcommand};
 use databricks_oauth_operator::{
-    controllers::{self, Context, FailPoints, service_principal::parse_duration},
-    crd::{self, DatabricksAccount, ServicePrincipal},
+    controllers::{self, Context, FailPoints},
+    crd::{self, DatabricksAccount, ServicePrincipal, parse_duration},
     http::{self, Readiness},
     metrics::Metrics,
 };

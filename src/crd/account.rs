@@ -51,7 +51,7 @@ pub struct DatabricksAccountSpec {
     /// hosts (a local Databricks emulator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = Rule::new(super::CEL_HTTPS_OR_LOOPBACK)
+    #[x_kube(validation = Rule::new(super::shared::CEL_HTTPS_OR_LOOPBACK)
         .message("host must be an https:// URL (plain http:// is allowed only for localhost, 127.0.0.0/8 or [::1])"))]
     pub host: Option<String>,
 
@@ -249,11 +249,11 @@ pub struct WorkspaceGrant {
     pub workspace_id: i64,
     /// The highest permission granted: `USER` (default) or `ADMIN` (workspace administrator).
     #[serde(default = "default_grant_permission")]
-    pub permission: super::WorkspacePermission,
+    pub permission: super::service_principal::WorkspacePermission,
 }
 
-fn default_grant_permission() -> super::WorkspacePermission {
-    super::WorkspacePermission::User
+fn default_grant_permission() -> super::service_principal::WorkspacePermission {
+    super::service_principal::WorkspacePermission::User
 }
 
 /// An existing principal a delegation lets namespaces adopt.
@@ -268,11 +268,11 @@ pub struct AdoptGrant {
     /// The most the adopting object's deletion may do to the principal: `Orphan` (default: leave it),
     /// `Deactivate`, or `Delete`. A stronger `deletionPolicy` on the object is lowered to this.
     #[serde(default = "default_adopt_deletion")]
-    pub deletion_policy: super::PrincipalDeletionPolicy,
+    pub deletion_policy: super::service_principal::PrincipalDeletionPolicy,
 }
 
-fn default_adopt_deletion() -> super::PrincipalDeletionPolicy {
-    super::PrincipalDeletionPolicy::Orphan
+fn default_adopt_deletion() -> super::service_principal::PrincipalDeletionPolicy {
+    super::service_principal::PrincipalDeletionPolicy::Orphan
 }
 
 /// Client-side limits on calls to the Databricks account API, shared by every object that uses the account.

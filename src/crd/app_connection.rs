@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{AccountRef, OutputTemplate};
+use super::shared::{AccountRef, OutputTemplate};
 
 /// A custom OAuth app integration ("App connection" in the account console) for user-to-machine (U2M) sign-in
 /// of an external application. Databricks generates the client id (and, for confidential apps, a client secret
@@ -99,7 +99,7 @@ pub struct DatabricksAppConnectionSpec {
     #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.kind == t.kind && u.name == t.name))")
         .message("rolloutRestartTargets must not name the same workload twice"))]
-    pub rollout_restart_targets: Vec<super::RolloutTarget>,
+    pub rollout_restart_targets: Vec<super::shared::RolloutTarget>,
 
     /// What happens to the integration in Databricks when this object is deleted: `Delete` (default; tokens it
     /// issued stop working) or `Orphan`.

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{AccountRef, OutputTemplate};
+use super::shared::{AccountRef, OutputTemplate};
 
 /// An account-level Databricks service principal for machine-to-machine (M2M) OAuth. The operator creates (or
 /// adopts) the principal, converges its workspace assignments, and keeps a valid OAuth secret in a Kubernetes
@@ -143,20 +143,20 @@ pub struct Credentials {
     /// How long each OAuth secret is valid, as a duration (`2160h` = 90 days). Between `5m` and `17520h`
     /// (730 days, the Databricks maximum).
     #[serde(default = "default_lifetime")]
-    #[schemars(regex(pattern = super::DURATION_PATTERN), length(max = 64))]
+    #[schemars(regex(pattern = super::shared::DURATION_PATTERN), length(max = 64))]
     pub lifetime: String,
 
     /// How long before expiry the secret is rotated, as a duration. Defaults to one third of `lifetime`.
     /// Must be shorter than `lifetime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = super::DURATION_PATTERN), length(max = 64))]
+    #[schemars(regex(pattern = super::shared::DURATION_PATTERN), length(max = 64))]
     pub renew_before: Option<String>,
 
     /// Value written as `DATABRICKS_HOST`. Defaults to the account host (then `DATABRICKS_ACCOUNT_ID` is written
     /// too); set a workspace URL to give workloads a workspace client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = Rule::new(super::CEL_HTTPS_OR_LOOPBACK)
+    #[x_kube(validation = Rule::new(super::shared::CEL_HTTPS_OR_LOOPBACK)
         .message("credentials.host must be an https:// URL (plain http:// is allowed only for loopback hosts)"))]
     pub host: Option<String>,
 
@@ -173,7 +173,7 @@ pub struct Credentials {
     #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.kind == t.kind && u.name == t.name))")
         .message("rolloutRestartTargets must not name the same workload twice"))]
-    pub rollout_restart_targets: Vec<super::RolloutTarget>,
+    pub rollout_restart_targets: Vec<super::shared::RolloutTarget>,
 }
 
 fn default_lifetime() -> String {

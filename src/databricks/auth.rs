@@ -10,7 +10,11 @@ use std::{
 use reqwest::header;
 use tokio::sync::Mutex;
 
-use super::{Error, types::TokenResponse};
+use super::{
+    Error,
+    response::{oauth_error, transport_error},
+    types::TokenResponse,
+};
 
 /// Refresh this long before expiry (Azure refuses tokens with 30 s or less left; the Python SDK uses 40 s).
 const EXPIRY_SKEW: Duration = Duration::from_secs(60);
@@ -179,11 +183,11 @@ async fn send_token_request(
             .try_clone()
             .ok_or_else(|| Error::Config("token request body cannot be retried".into()))?;
         let error = match request.header(header::ACCEPT, "application/json").send().await {
-            Err(err) => super::client::transport_error(operation, &err),
+            Err(err) => transport_error(operation, &err),
             Ok(response) => {
                 let status = response.status().as_u16();
                 match response.bytes().await {
-                    Err(err) => super::client::transport_error(operation, &err),
+                    Err(err) => transport_error(operation, &err),
                     Ok(body) if (200..300).contains(&status) => {
                         return serde_json::from_slice(&body).map_err(|e| Error::Decode {
                             operation,
@@ -198,20 +202,5 @@ async fn send_token_request(
             return Err(error);
         }
         tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
-    }
-}
-
-/// The OAuth error body (`error`, `error_description`), or a generic one when the body is not JSON.
-fn oauth_error(operation: &'static str, status: u16, body: &[u8]) -> Error {
-    let parsed: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let field = |names: &[&str]| {
-        names.iter().find_map(|n| parsed.get(*n).and_then(|v| v.as_str()).map(str::to_owned))
-    };
-    Error::OAuth {
-        operation,
-        status,
-        error: field(&["error", "errorCode"]).unwrap_or_else(|| format!("http_{status}")),
-        description: field(&["error_description", "errorSummary"])
-            .unwrap_or_else(|| "no description".to_owned()),
     }
 }

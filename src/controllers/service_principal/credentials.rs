@@ -1,5 +1,7 @@
 //! The principal's OAuth secret: minted, published in an owned Secret, verified, rotated before expiry and
-//! retired after a grace period, with every step safe to interrupt (see the module above).
+//! retired after a grace period, with every step safe to interrupt: the intent to mint is recorded before a secret
+//! is created on an adopted principal, the Secret is written right after the mint, and on every pass the remote
+//! secret list is reconciled against what is published and retiring. The decisions are `rotation`'s.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -10,316 +12,413 @@ use k8s_openapi::{
 };
 use kube::{Api, ResourceExt, runtime::events::EventType};
 
-use super::super::{
-    ANNOTATION_ROTATE, Context, Error, conditions, lifecycle, patch_status, rollout, secrets,
-};
 use super::{
-    Principal,
-    rotation::{self, parse_time},
+    identity::Principal,
+    rotation::{self, Mint},
 };
 use crate::{
-    crd::{Credentials, RetiringSecret, ServicePrincipal, ServicePrincipalStatus},
+    controllers::{
+        rules::{
+            conditions,
+            error::Error,
+            intent::parse_time,
+            meta::{ANNOTATION_EXPIRE_TIME, ANNOTATION_ROTATE, ANNOTATION_SECRET_ID, keys},
+            reason::Reason,
+            rotate_request::{self, RotateRequest},
+        },
+        runtime::{context::Context, lifecycle},
+        services::{
+            accounts::Access,
+            rollout::{self, Rollouts},
+            secrets::{self, Published},
+            status as status_write,
+        },
+    },
+    crd::{
+        Credentials, CredentialsStatus, DatabricksAccount, RetiringSecret, ServicePrincipal,
+        ServicePrincipalStatus, parse_duration,
+    },
     databricks::{
-        AccountClient,
+        AccountClient, MAX_SECRETS_PER_PRINCIPAL,
         types::{SecretInfo, ServicePrincipal as RemotePrincipal},
     },
 };
 
-/// Go-style duration (`2160h`, `90m`, `1h30m`) as validated by the CRD.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = 0f64;
-    let mut number = String::new();
-    let mut chars = text.chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            number.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        if matches!(c, 'm' | 'u' | 'µ' | 'n') && chars.peek() == Some(&'s') {
-            unit.push('s');
-            chars.next();
-        }
-        let value: f64 = number.parse().ok()?;
-        number.clear();
-        total += value
-            * match unit.as_str() {
-                "h" => 3600.0,
-                "m" => 60.0,
-                "s" => 1.0,
-                "ms" => 1e-3,
-                "us" | "µs" => 1e-6,
-                "ns" => 1e-9,
-                _ => return None,
-            };
-        any = true;
-    }
-    (any && number.is_empty()).then(|| Duration::from_secs_f64(total))
-}
-
 /// The keys a workload reads (`envFrom`), the Databricks SDK's own names.
 fn secret_data(
-    ctx_host: &str,
+    account_host: &str,
     account_id: &str,
     host_override: Option<&str>,
     client_id: &str,
     secret: &str,
 ) -> BTreeMap<String, String> {
-    let mut data = BTreeMap::new();
-    let host = host_override.unwrap_or(ctx_host);
-    data.insert("DATABRICKS_HOST".to_owned(), host.to_owned());
-    if host_override.is_none_or(|h| h.trim_end_matches('/') == ctx_host) {
-        data.insert("DATABRICKS_ACCOUNT_ID".to_owned(), account_id.to_owned());
-    }
-    data.insert("DATABRICKS_CLIENT_ID".to_owned(), client_id.to_owned());
-    data.insert("DATABRICKS_CLIENT_SECRET".to_owned(), secret.to_owned());
+    let host = host_override.unwrap_or(account_host);
+    let account_host = host_override.is_none_or(|h| h.trim_end_matches('/') == account_host);
+    let mut data = secrets::connection_data(host, account_host.then_some(account_id), client_id);
+    data.insert(keys::CLIENT_SECRET.to_owned(), secret.to_owned());
     data
 }
 
-pub(super) async fn converge_credentials(
+/// What one pass of the credentials works with.
+struct Pass<'a> {
+    sp: &'a ServicePrincipal,
+    ctx: &'a Context,
+    client: &'a AccountClient,
+    account: &'a DatabricksAccount,
+    principal: &'a Principal,
+    spec: &'a Credentials,
+    secret_name: String,
+    secrets: Api<Secret>,
+    lifetime: Duration,
+    renew_before: Duration,
+}
+
+/// What the pass read, and what it has done so far.
+struct Observed {
+    /// The Secret as read (`None`: absent).
+    published: Option<Published>,
+    /// Its content is intact: the checksum holds, and it holds this principal's client id and a secret value.
+    intact: bool,
+    /// The OAuth secret the Secret publishes, when it is intact and that secret still exists in Databricks.
+    published_id: Option<String>,
+    /// The principal's OAuth secrets in Databricks.
+    remote: Vec<SecretInfo>,
+    /// A copy of the record: if the pass fails midway, status keeps what was last recorded (every step is safe to
+    /// redo from it), not a half-updated record or none.
+    creds: CredentialsStatus,
+    /// When the reads were done: the pass's "now".
+    now: Timestamp,
+}
+
+impl Observed {
+    /// The secret value the Secret publishes, when intact.
+    fn published_value(&self) -> Option<&String> {
+        self.published.as_ref().filter(|_| self.intact).and_then(|p| p.data.get(keys::CLIENT_SECRET))
+    }
+
+    fn remote(&self, id: Option<&String>) -> Option<&SecretInfo> {
+        id.and_then(|id| self.remote.iter().find(|s| &s.id == id))
+    }
+}
+
+/// Keeps a verified OAuth secret published; returns when the credentials need looking at again.
+pub async fn sync_credentials(
     sp: &ServicePrincipal,
     ctx: &Context,
-    client: &AccountClient,
-    account: &crate::crd::DatabricksAccount,
+    access: &Access,
     principal: &Principal,
     spec: &Credentials,
     status: &mut ServicePrincipalStatus,
 ) -> Result<Option<Duration>, Error> {
-    let generation = sp.metadata.generation;
-    let namespace = sp.namespace().unwrap_or_default();
-    let uid = sp.uid().unwrap_or_default();
-    let secret_name = spec.secret_name.clone().unwrap_or_else(|| format!("{}-databricks", sp.name_any()));
-    let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let lifetime = parse_duration(&spec.lifetime).unwrap_or(Duration::from_secs(90 * 86_400));
-    let renew_before = spec.renew_before.as_deref().and_then(parse_duration).unwrap_or(lifetime / 3);
-    let grace = ctx.config.rotation_grace;
-    let adopted = sp.spec.adopt.is_some();
+    let pass = Pass::new(sp, ctx, access, principal, spec);
+    let mut seen = observe(&pass, status).await?;
+    settle_published(&pass, &mut seen).await?;
+    prune(&pass, &mut seen).await?;
+    let value = sp.annotations().get(ANNOTATION_ROTATE).cloned();
+    let allowed_after = seen.creds.rotate_allowed_after.as_ref().map(|t| t.0);
+    let request = RotateRequest::new(value, seen.creds.rotate_request.as_ref(), allowed_after, seen.now);
+    let current = seen.remote(seen.published_id.as_ref());
+    let renew_at =
+        parse_time(current.and_then(|s| s.expire_time.as_deref())).map(|e| e - to_signed(pass.renew_before));
+    match rotation::mint(seen.published_id.is_some(), request.now(), renew_at, seen.now) {
+        Some(why) => mint(&pass, &mut seen, status, why, &request).await?,
+        None => refresh(&pass, &seen).await?,
+    }
+    let rollouts = roll_and_retire(&pass, &mut seen).await?;
+    Ok(describe(&pass, seen, status, request.waits, &rollouts))
+}
 
-    let published =
-        secrets::read_owned_noting(&secrets_api, &secret_name, &uid, &mut status.conditions, generation)
-            .await?;
-    let mut remote = match principal.created {
-        true => Vec::new(),
-        false => client.list_secrets(&principal.id).await?,
-    };
-    let now = Timestamp::now();
-    // A copy: if the pass fails midway, status keeps what was last recorded (every step is safe to redo from
-    // it), not a half-updated record or none.
-    let mut creds = status.credentials.clone().unwrap_or_default();
-    creds.secret_name = Some(secret_name.clone());
-
-    // What the Secret publishes, if its content is intact and the secret still exists in Databricks.
-    let intact = published.as_ref().filter(|p| {
-        p.checksum_ok
-            && p.data.get("DATABRICKS_CLIENT_ID") == Some(&principal.application_id)
-            && p.data.get("DATABRICKS_CLIENT_SECRET").is_some_and(|v| !v.is_empty())
-    });
-    let published_id =
-        intact.and_then(|p| p.secret_id.clone()).filter(|id| remote.iter().any(|s| &s.id == id));
-    if published.is_some() && intact.is_none() {
-        ctx.event(
+impl<'a> Pass<'a> {
+    fn new(
+        sp: &'a ServicePrincipal,
+        ctx: &'a Context,
+        access: &'a Access,
+        principal: &'a Principal,
+        spec: &'a Credentials,
+    ) -> Self {
+        let lifetime = parse_duration(&spec.lifetime).unwrap_or(Duration::from_secs(90 * 86_400));
+        Self {
             sp,
-            EventType::Warning,
-            "SecretTampered",
-            "Repair",
-            &format!("Secret {secret_name} was edited by hand; publishing a new secret"),
-        )
-        .await;
+            ctx,
+            client: &access.client,
+            account: &access.account,
+            principal,
+            spec,
+            secret_name: spec.secret_name.clone().unwrap_or_else(|| format!("{}-databricks", sp.name_any())),
+            secrets: Api::namespaced(ctx.client.clone(), &sp.namespace().unwrap_or_default()),
+            lifetime,
+            renew_before: spec.renew_before.as_deref().and_then(parse_duration).unwrap_or(lifetime / 3),
+        }
     }
 
-    // A Secret written by a pass that did not get to record it (or not yet verified): verify, then retire the
-    // previously recorded secret.
-    if let (Some(new), Some(data)) = (published_id.as_ref(), intact.map(|p| &p.data))
-        && creds.secret_id.as_ref() != Some(new)
-    {
-        let secret_value = data.get("DATABRICKS_CLIENT_SECRET").cloned().unwrap_or_default();
-        verify(client, &principal.application_id, &secret_value).await?;
-        if let Some(old) = creds.secret_id.take() {
-            creds
-                .retiring
-                .push(RetiringSecret { secret_id: old, delete_after: Time(now + to_signed(grace)) });
-        }
-        creds.secret_id = Some(new.clone());
-        // That pass minted: the rotate guard counts from it (and the request it served is served).
-        creds.rotate_allowed_after =
-            rotation::next_rotation_allowed(now, ctx.config.rotate_min_interval).map(Time);
-        creds.rotate_request =
-            sp.annotations().get(ANNOTATION_ROTATE).cloned().or(creds.rotate_request.take());
+    /// A secret replaced at `now`, deleted once the grace period has passed.
+    fn retire(&self, secret_id: String, now: Timestamp) -> RetiringSecret {
+        RetiringSecret { secret_id, delete_after: Time(now + to_signed(self.ctx.config.rotation_grace)) }
     }
-    if published_id.is_none()
+
+    /// The Secret publishing `value` (OAuth secret `id`, expiring at `expire`).
+    fn desired_secret(
+        &self,
+        value: &str,
+        id: &str,
+        expire: Option<String>,
+    ) -> (BTreeMap<String, String>, Secret) {
+        let data = secret_data(
+            &self.account.spec.effective_host(),
+            &self.account.spec.account_id,
+            self.spec.host.as_deref(),
+            &self.principal.application_id,
+            value,
+        );
+        let mut annotations = BTreeMap::new();
+        annotations.insert(ANNOTATION_SECRET_ID.to_owned(), id.to_owned());
+        if let Some(expire) = expire {
+            annotations.insert(ANNOTATION_EXPIRE_TIME.to_owned(), expire);
+        }
+        let secret = secrets::build(
+            self.sp,
+            &self.secret_name,
+            data.clone(),
+            annotations,
+            self.spec.template.as_ref(),
+        );
+        (data, secret)
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, action: &str, note: &str) {
+        self.ctx.event(self.sp, type_, reason, action, note).await;
+    }
+}
+
+/// Reads the Secret and the principal's OAuth secrets (none when this pass created the principal).
+async fn observe(pass: &Pass<'_>, status: &mut ServicePrincipalStatus) -> Result<Observed, Error> {
+    let (sp, principal) = (pass.sp, pass.principal);
+    let generation = sp.metadata.generation;
+    let uid = sp.uid().unwrap_or_default();
+    let noted = &mut status.conditions;
+    let published =
+        secrets::read_owned_noting(&pass.secrets, &pass.secret_name, &uid, noted, generation).await?;
+    let remote = match principal.created {
+        true => Vec::new(),
+        false => pass.client.list_secrets(&principal.id).await?,
+    };
+    let mut creds = status.credentials.clone().unwrap_or_default();
+    creds.secret_name = Some(pass.secret_name.clone());
+    let intact = published.as_ref().is_some_and(|p| {
+        p.checksum_ok
+            && p.data.get(keys::CLIENT_ID) == Some(&principal.application_id)
+            && p.data.get(keys::CLIENT_SECRET).is_some_and(|v| !v.is_empty())
+    });
+    let published_id = published
+        .as_ref()
+        .filter(|_| intact)
+        .and_then(|p| p.secret_id.clone())
+        .filter(|id| remote.iter().any(|s| &s.id == id));
+    Ok(Observed { published, intact, published_id, remote, creds, now: Timestamp::now() })
+}
+
+/// Says when the Secret was edited by hand; and takes up a Secret written by a pass that did not get to record
+/// it (or not yet verified): verify it, then retire the previously recorded secret.
+async fn settle_published(pass: &Pass<'_>, seen: &mut Observed) -> Result<(), Error> {
+    if seen.published.is_some() && !seen.intact {
+        let note = format!("Secret {} was edited by hand; publishing a new secret", pass.secret_name);
+        pass.event(EventType::Warning, "SecretTampered", "Repair", &note).await;
+    }
+    let Some(new) = seen.published_id.clone().filter(|new| seen.creds.secret_id.as_ref() != Some(new)) else {
+        return Ok(());
+    };
+    let value = seen.published_value().cloned().unwrap_or_default();
+    verify(pass.client, &pass.principal.application_id, &value).await?;
+    let (creds, now) = (&mut seen.creds, seen.now);
+    if let Some(old) = creds.secret_id.take() {
+        creds.retiring.push(pass.retire(old, now));
+    }
+    creds.secret_id = Some(new);
+    // That pass minted: the rotate guard counts from it (and the request it served is served).
+    let interval = pass.ctx.config.rotate_min_interval;
+    creds.rotate_allowed_after = rotate_request::next_rotation_allowed(now, interval).map(Time);
+    creds.rotate_request =
+        pass.sp.annotations().get(ANNOTATION_ROTATE).cloned().or(creds.rotate_request.take());
+    Ok(())
+}
+
+/// Retires a secret the Secret no longer publishes, forgets retiring secrets that are gone, and deletes the
+/// leftovers of an interrupted mint (created but never published).
+async fn prune(pass: &Pass<'_>, seen: &mut Observed) -> Result<(), Error> {
+    let creds = &mut seen.creds;
+    if seen.published_id.is_none()
         && let Some(old) = creds.secret_id.take()
-        && remote.iter().any(|s| s.id == old)
+        && seen.remote.iter().any(|s| s.id == old)
     {
         // The Secret lost it: the old value is gone from the cluster, nothing can still use it after a grace.
-        creds.retiring.push(RetiringSecret { secret_id: old, delete_after: Time(now + to_signed(grace)) });
+        creds.retiring.push(pass.retire(old, seen.now));
     }
-    creds.retiring.retain(|r| remote.iter().any(|s| s.id == r.secret_id));
-
-    // Leftovers of an interrupted mint (created but never published): delete them.
-    let known: Vec<&str> = published_id
+    creds.retiring.retain(|r| seen.remote.iter().any(|s| s.id == r.secret_id));
+    let known: Vec<&str> = seen
+        .published_id
         .iter()
         .map(String::as_str)
         .chain(creds.retiring.iter().map(|r| r.secret_id.as_str()))
         .collect();
     let minting_since = creds.minting_since.as_ref().map(|t| t.0);
+    let adopted = pass.sp.spec.adopt.is_some();
     let leftovers: Vec<SecretInfo> =
-        rotation::leftovers(&remote, &known, adopted, minting_since).into_iter().cloned().collect();
+        rotation::leftovers(&seen.remote, &known, adopted, minting_since).into_iter().cloned().collect();
     for leftover in &leftovers {
-        client.delete_secret(&principal.id, &leftover.id).await?;
-        let message =
+        pass.client.delete_secret(&pass.principal.id, &leftover.id).await?;
+        let note =
             format!("Deleted secret {} that an interrupted pass created but never published", leftover.id);
-        ctx.event(sp, EventType::Warning, "UnpublishedSecretDeleted", "Delete", &message).await;
+        pass.event(EventType::Warning, "UnpublishedSecretDeleted", "Delete", &note).await;
     }
-    remote.retain(|s| !leftovers.iter().any(|l| l.id == s.id));
+    seen.remote.retain(|s| !leftovers.iter().any(|l| l.id == s.id));
     creds.minting_since = None;
+    Ok(())
+}
 
-    let rotate_request = sp.annotations().get(ANNOTATION_ROTATE).cloned();
-    let rotate_requested = rotate_request.is_some() && rotate_request != creds.rotate_request;
-    let current = published_id.as_ref().and_then(|id| remote.iter().find(|s| &s.id == id));
-    let expire = current.and_then(|s| parse_time(s.expire_time.as_deref()));
-    let renew_at = expire.map(|e| e - to_signed(renew_before));
-    let data_value = intact.and_then(|p| p.data.get("DATABRICKS_CLIENT_SECRET").cloned());
-
-    // A rotation by annotation waits for the least interval since the last mint.
-    let rotation_waits =
-        rotation::rotation_waits(rotate_requested, creds.rotate_allowed_after.as_ref().map(|t| t.0), now);
-    let rotate_now = rotate_requested && rotation_waits.is_none();
-    if let Some(why) = rotation::mint(published_id.is_some(), rotate_now, renew_at, now) {
-        // At most 5 secrets: make room by retiring early, never by touching secrets the operator does not know.
-        let limit = crate::databricks::MAX_SECRETS_PER_PRINCIPAL;
-        match rotation::make_room(remote.len(), limit, &mut creds.retiring) {
-            Ok(None) => {}
-            Ok(Some(oldest)) => {
-                client.delete_secret(&principal.id, &oldest.secret_id).await?;
-                remote.retain(|s| s.id != oldest.secret_id);
-            }
-            Err(()) => {
-                return Err(Error::NeedsAttention {
-                    reason: "SecretLimitReached",
-                    message: format!(
-                        "Service principal {} already has {} OAuth secrets not managed by this object; delete one in Databricks",
-                        principal.id,
-                        remote.len()
-                    ),
-                });
-            }
-        }
-        // Only an adopted principal can hold secrets the operator did not make, so only there must the intent be
-        // on record before minting (every unknown secret of a created principal is a leftover).
-        if adopted {
-            creds.minting_since = Some(Time(now));
-            status.credentials = Some(creds.clone());
-            patch_status(&lifecycle::api(ctx, sp), sp, status).await?;
-        }
-        let created = client.create_secret(&principal.id, lifetime).await?;
-        ctx.fail_point("after-create-secret")?;
-        let data = secret_data(
-            &account.spec.effective_host(),
-            &account.spec.account_id,
-            spec.host.as_deref(),
-            &principal.application_id,
-            created.expose_secret(),
-        );
-        let mut annotations = BTreeMap::new();
-        annotations.insert(secrets::ANNOTATION_SECRET_ID.to_owned(), created.info.id.clone());
-        if let Some(expire) = &created.info.expire_time {
-            annotations.insert(secrets::ANNOTATION_EXPIRE_TIME.to_owned(), expire.clone());
-        }
-        let secret = secrets::build(sp, &secret_name, data, annotations, spec.template.as_ref());
-        secrets::apply(&secrets_api, &secret).await?;
-        ctx.fail_point("after-write-secret")?;
-        verify(client, &principal.application_id, created.expose_secret()).await?;
-        if let Some(old) = published_id.clone() {
-            creds
-                .retiring
-                .push(RetiringSecret { secret_id: old, delete_after: Time(now + to_signed(grace)) });
-        }
-        creds.secret_id = Some(created.info.id.clone());
-        creds.minting_since = None;
-        // From the mint itself, not the start of the pass: the interval is between secrets created.
-        creds.rotate_allowed_after =
-            rotation::next_rotation_allowed(Timestamp::now(), ctx.config.rotate_min_interval).map(Time);
-        if rotate_requested {
-            creds.rotate_request = rotate_request;
-        }
-        remote.push(created.info.clone());
-        let message = format!("Published secret {} in Secret {secret_name}", created.info.id);
-        ctx.event(sp, EventType::Normal, why.reason(), "Publish", &message).await;
-    } else if let (Some(value), Some(id)) = (data_value.as_ref(), published_id.as_ref()) {
-        // Keep the non-secret keys, labels and annotations current without minting.
-        let data = secret_data(
-            &account.spec.effective_host(),
-            &account.spec.account_id,
-            spec.host.as_deref(),
-            &principal.application_id,
-            value,
-        );
-        let mut annotations = BTreeMap::new();
-        annotations.insert(secrets::ANNOTATION_SECRET_ID.to_owned(), id.clone());
-        if let Some(expire) = current.and_then(|s| s.expire_time.clone()) {
-            annotations.insert(secrets::ANNOTATION_EXPIRE_TIME.to_owned(), expire);
-        }
-        let desired = secrets::build(sp, &secret_name, data.clone(), annotations, spec.template.as_ref());
-        if published.as_ref().is_none_or(|p| p.data != data || !secrets::metadata_current(p, &desired)) {
-            secrets::apply(&secrets_api, &desired).await?;
-        }
+/// Mints a new OAuth secret and publishes it: room made first (never by touching secrets the operator does not
+/// know), the intent recorded first on an adopted principal, the Secret written right after the create and the
+/// secret verified before the previous one is retired.
+async fn mint(
+    pass: &Pass<'_>,
+    seen: &mut Observed,
+    status: &mut ServicePrincipalStatus,
+    why: Mint,
+    request: &RotateRequest,
+) -> Result<(), Error> {
+    let (ctx, client, principal_id) = (pass.ctx, pass.client, &pass.principal.id);
+    make_room(pass, seen).await?;
+    // Only an adopted principal can hold secrets the operator did not make, so only there must the intent be on
+    // record before minting (every unknown secret of a created principal is a leftover).
+    if pass.sp.spec.adopt.is_some() {
+        seen.creds.minting_since = Some(Time(seen.now));
+        status.credentials = Some(seen.creds.clone());
+        status_write::replace(&lifecycle::api(ctx, pass.sp), pass.sp, status).await?;
     }
+    let created = client.create_secret(principal_id, pass.lifetime).await?;
+    ctx.fail_point("after-create-secret")?;
+    let id = &created.info.id;
+    let (_, secret) = pass.desired_secret(created.expose_secret(), id, created.info.expire_time.clone());
+    secrets::apply(&pass.secrets, &secret).await?;
+    ctx.fail_point("after-write-secret")?;
+    verify(client, &pass.principal.application_id, created.expose_secret()).await?;
+    let creds = &mut seen.creds;
+    if let Some(old) = seen.published_id.clone() {
+        creds.retiring.push(pass.retire(old, seen.now));
+    }
+    creds.secret_id = Some(id.clone());
+    creds.minting_since = None;
+    // From the mint itself, not the start of the pass: the interval is between secrets created.
+    let interval = ctx.config.rotate_min_interval;
+    creds.rotate_allowed_after = rotate_request::next_rotation_allowed(Timestamp::now(), interval).map(Time);
+    if request.requested {
+        creds.rotate_request = request.value.clone();
+    }
+    seen.remote.push(created.info.clone());
+    let note = format!("Published secret {id} in Secret {}", pass.secret_name);
+    pass.event(EventType::Normal, why.reason(), "Publish", &note).await;
+    Ok(())
+}
 
-    // Named consumers are rolled onto the current secret; a replaced one waits for their rollouts.
-    let rollouts = match creds.secret_id.as_deref() {
-        Some(id) if !spec.rollout_restart_targets.is_empty() => {
-            let key = rollout::annotation_key("sp", &sp.name_any(), &uid);
-            let targets = &spec.rollout_restart_targets;
-            rollout::converge(&ctx.client, &namespace, targets, &key, id, &secret_name).await
+/// At most 5 secrets: room by retiring the soonest-due retiring secret early, or a condition a person must act on.
+async fn make_room(pass: &Pass<'_>, seen: &mut Observed) -> Result<(), Error> {
+    let principal_id = &pass.principal.id;
+    match rotation::make_room(seen.remote.len(), MAX_SECRETS_PER_PRINCIPAL, &mut seen.creds.retiring) {
+        Ok(None) => Ok(()),
+        Ok(Some(oldest)) => {
+            pass.client.delete_secret(principal_id, &oldest.secret_id).await?;
+            seen.remote.retain(|s| s.id != oldest.secret_id);
+            Ok(())
         }
-        _ => rollout::Rollouts::default(),
+        Err(()) => Err(Error::NeedsAttention {
+            reason: Reason::SecretLimitReached,
+            message: format!(
+                "Service principal {principal_id} already has {} OAuth secrets not managed by this object; delete \
+                 one in Databricks",
+                seen.remote.len()
+            ),
+        }),
+    }
+}
+
+/// Keeps the Secret's non-secret keys, labels and annotations current without minting.
+async fn refresh(pass: &Pass<'_>, seen: &Observed) -> Result<(), Error> {
+    let (Some(value), Some(id)) = (seen.published_value(), seen.published_id.as_ref()) else { return Ok(()) };
+    let expire = seen.remote(Some(id)).and_then(|s| s.expire_time.clone());
+    let (data, desired) = pass.desired_secret(value, id, expire);
+    if seen.published.as_ref().is_none_or(|p| p.data != data || !secrets::metadata_current(p, &desired)) {
+        secrets::apply(&pass.secrets, &desired).await?;
+    }
+    Ok(())
+}
+
+/// Rolls the named consumers onto the current secret, then deletes the replaced secrets that the grace period
+/// and those rollouts have passed.
+async fn roll_and_retire(pass: &Pass<'_>, seen: &mut Observed) -> Result<Rollouts, Error> {
+    let (sp, ctx) = (pass.sp, pass.ctx);
+    let creds = &mut seen.creds;
+    let rollouts = match creds.secret_id.as_deref() {
+        Some(id) if !pass.spec.rollout_restart_targets.is_empty() => {
+            let key = rollout::annotation_key("sp", &sp.name_any(), &sp.uid().unwrap_or_default());
+            let targets = &pass.spec.rollout_restart_targets;
+            let namespace = sp.namespace().unwrap_or_default();
+            rollout::roll(&ctx.client, &namespace, targets, &key, id, &pass.secret_name).await
+        }
+        _ => Rollouts::default(),
     };
     let onto = format!("secret {}", creds.secret_id.as_deref().unwrap_or("?"));
-    rollout::announce(ctx, sp, &rollouts, &onto).await;
-    // Retire what the grace period (and the consumers' rollouts) have passed.
-    let (due, kept) = rotation::past_grace(std::mem::take(&mut creds.retiring), now, rollouts.done());
+    rollout::announce(&ctx.events, sp, &rollouts, &onto).await;
+    let (due, kept) = rotation::past_grace(std::mem::take(&mut creds.retiring), seen.now, rollouts.done());
     creds.retiring = kept;
     for retiring in &due {
-        client.delete_secret(&principal.id, &retiring.secret_id).await?;
-        let message =
-            format!("Deleted replaced secret {} after the rotation grace period", retiring.secret_id);
-        ctx.event(sp, EventType::Normal, "SecretRetired", "Delete", &message).await;
+        pass.client.delete_secret(&pass.principal.id, &retiring.secret_id).await?;
+        let note = format!("Deleted replaced secret {} after the rotation grace period", retiring.secret_id);
+        pass.event(EventType::Normal, "SecretRetired", "Delete", &note).await;
     }
+    Ok(rollouts)
+}
 
-    let current = creds.secret_id.as_ref().and_then(|id| remote.iter().find(|s| &s.id == id));
-    creds.create_time = current.and_then(|s| parse_time(s.create_time.as_deref())).map(Time);
-    creds.expire_time = current.and_then(|s| parse_time(s.expire_time.as_deref())).map(Time);
-    creds.renew_time = creds.expire_time.as_ref().map(|e| Time(e.0 - to_signed(renew_before)));
+/// Records the published secret's times and the condition, and returns when to look again.
+fn describe(
+    pass: &Pass<'_>,
+    seen: Observed,
+    status: &mut ServicePrincipalStatus,
+    rotation_waits: Option<Timestamp>,
+    rollouts: &Rollouts,
+) -> Option<Duration> {
+    let (sp, ctx) = (pass.sp, pass.ctx);
+    let current = seen.remote(seen.creds.secret_id.as_ref()).cloned();
+    let mut creds = seen.creds;
+    creds.create_time = current.as_ref().and_then(|s| parse_time(s.create_time.as_deref())).map(Time);
+    creds.expire_time = current.as_ref().and_then(|s| parse_time(s.expire_time.as_deref())).map(Time);
+    creds.renew_time = creds.expire_time.as_ref().map(|e| Time(e.0 - to_signed(pass.renew_before)));
     if let Some(expire) = &creds.expire_time {
-        ctx.metrics
-            .credential_expiry
-            .get_or_create(&crate::metrics::ObjectLabels {
-                namespace: namespace.clone(),
-                name: sp.name_any(),
-            })
-            .set(expire.0.as_second());
+        let labels = crate::metrics::ObjectLabels {
+            namespace: sp.namespace().unwrap_or_default(),
+            name: sp.name_any(),
+        };
+        ctx.metrics.credential_expiry.get_or_create(&labels).set(expire.0.as_second());
     }
     // Only when no mint happened does the request still wait.
     let rotation_waits =
         rotation_waits.filter(|_| creds.rotate_request != sp.annotations().get(ANNOTATION_ROTATE).cloned());
     let mut message = format!(
-        "Secret {secret_name} holds verified secret {} (expires {}, rotates {})",
+        "Secret {} holds verified secret {} (expires {}, rotates {})",
+        pass.secret_name,
         creds.secret_id.as_deref().unwrap_or("?"),
         creds.expire_time.as_ref().map_or("never".to_owned(), |t| t.0.to_string()),
         creds.renew_time.as_ref().map_or("never".to_owned(), |t| t.0.to_string()),
     );
     if let Some(after) = rotation_waits {
-        message.push_str(&rotation::waiting_note("rotation", after, ctx.config.rotate_min_interval));
+        message.push_str(&rotate_request::waiting_note("rotation", after, ctx.config.rotate_min_interval));
     }
-    message.push_str(&rollouts.note(&secret_name));
-    conditions::published(&mut status.conditions, &message, generation);
+    message.push_str(&rollouts.note(&pass.secret_name));
+    conditions::published(&mut status.conditions, &message, sp.metadata.generation);
     let retiring: Vec<Timestamp> = creds.retiring.iter().map(|r| r.delete_after.0).collect();
     let renew = creds.renew_time.as_ref().map(|t| t.0);
     let wake = rotation::next_wake(renew, &retiring, rotation_waits, rollouts.done(), Timestamp::now())
         .map(|t| Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO));
     status.credentials = Some(creds);
-    Ok(wake)
+    wake
 }
 
 fn to_signed(d: Duration) -> SignedDuration {
@@ -339,7 +438,7 @@ async fn verify(client: &AccountClient, application_id: &str, secret: &str) -> R
             }
             Err(err) => {
                 return Err(Error::NeedsAttention {
-                    reason: "VerificationFailed",
+                    reason: Reason::VerificationFailed,
                     message: format!("The new OAuth secret does not authenticate: {err}"),
                 });
             }
@@ -347,8 +446,21 @@ async fn verify(client: &AccountClient, application_id: &str, secret: &str) -> R
     }
 }
 
+/// Deletes every OAuth secret a record names (published and retiring) from principal `id`.
+pub async fn delete_recorded_secrets(
+    client: &AccountClient,
+    id: &str,
+    recorded: Option<&CredentialsStatus>,
+) -> Result<(), Error> {
+    let Some(creds) = recorded else { return Ok(()) };
+    for secret in creds.secret_id.iter().chain(creds.retiring.iter().map(|r| &r.secret_id)) {
+        client.delete_secret(id, secret).await?;
+    }
+    Ok(())
+}
+
 /// `credentials` omitted or `type: None`: no secret is kept; remove what the operator published.
-pub(super) async fn drop_credentials(
+pub async fn drop_credentials(
     sp: &ServicePrincipal,
     ctx: &Context,
     client: &AccountClient,
@@ -356,9 +468,7 @@ pub(super) async fn drop_credentials(
     status: &mut ServicePrincipalStatus,
 ) -> Result<(), Error> {
     let Some(creds) = status.credentials.take() else { return Ok(()) };
-    for id in creds.secret_id.iter().chain(creds.retiring.iter().map(|r| &r.secret_id)) {
-        client.delete_secret(&principal.id, id).await?;
-    }
+    delete_recorded_secrets(client, &principal.id, Some(&creds)).await?;
     if let Some(name) = &creds.secret_name {
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &sp.namespace().unwrap_or_default());
         if secrets::read_owned(&api, name, &sp.uid().unwrap_or_default()).await.ok().flatten().is_some() {
@@ -374,18 +484,6 @@ pub(super) async fn drop_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("2160h"), Some(Duration::from_secs(2160 * 3600)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("90d"), None);
-        assert_eq!(parse_duration("90"), None);
-        assert_eq!(parse_duration(""), None);
-    }
 
     #[test]
     fn secret_keys_are_the_sdk_names() {

@@ -4,21 +4,15 @@
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::{crd::RetiringSecret, databricks::types::SecretInfo};
-
-/// How long after a recorded mint intent the interrupted create can have taken effect (the client's request
-/// timeout and retries are well within it).
-pub const MINT_WINDOW: SignedDuration = SignedDuration::from_secs(180);
-/// Clock slack between the operator and Databricks.
-const SLACK: SignedDuration = SignedDuration::from_secs(5);
-
-pub fn parse_time(value: Option<&str>) -> Option<Timestamp> {
-    value.and_then(|v| v.parse::<Timestamp>().ok())
-}
+use crate::{
+    controllers::rules::intent::{self, parse_time},
+    crd::RetiringSecret,
+    databricks::types::SecretInfo,
+};
 
 /// Secrets a mint created but never published: unknown ones (not published, not retiring). On a created
 /// principal every unknown secret is one (only the operator makes secrets there); on an adopted one only those
-/// created within [`MINT_WINDOW`] of the recorded intent, never a secret someone else added.
+/// created within the [`intent::WINDOW`] of the recorded intent, never a secret someone else added.
 pub fn leftovers<'a>(
     remote: &'a [SecretInfo],
     known: &[&str],
@@ -26,10 +20,7 @@ pub fn leftovers<'a>(
     minting_since: Option<Timestamp>,
 ) -> Vec<&'a SecretInfo> {
     let from_interrupted_mint = |secret: &SecretInfo| {
-        minting_since.is_some_and(|since| {
-            parse_time(secret.create_time.as_deref())
-                .is_some_and(|c| c >= since - SLACK && c <= since + MINT_WINDOW)
-        })
+        minting_since.is_some_and(|since| intent::within(parse_time(secret.create_time.as_deref()), since))
     };
     remote
         .iter()
@@ -76,32 +67,6 @@ pub fn mint(
     } else {
         None
     }
-}
-
-/// When a rotation the rotate annotation asks for must wait: until `allowed_after` (the last mint plus the
-/// operator's `--rotate-min-interval`), so a pipeline that stamps the annotation on every deploy mints at most once
-/// per interval. `None`: it may go ahead now (or none was asked for).
-pub fn rotation_waits(
-    requested: bool,
-    allowed_after: Option<Timestamp>,
-    now: Timestamp,
-) -> Option<Timestamp> {
-    allowed_after.filter(|after| requested && *after > now)
-}
-
-/// What a status message adds while a rotation by annotation waits (`what`: "rotation", "recreation").
-pub fn waiting_note(what: &str, after: Timestamp, interval: std::time::Duration) -> String {
-    format!(
-        "; the {what} the {} annotation asks for waits until {after} (at most one per {}s)",
-        super::super::ANNOTATION_ROTATE,
-        interval.as_secs()
-    )
-}
-
-/// When the next rotation by annotation is allowed after minting at `now` (`None` when the interval is zero).
-pub fn next_rotation_allowed(now: Timestamp, interval: std::time::Duration) -> Option<Timestamp> {
-    let interval = SignedDuration::try_from(interval).unwrap_or(SignedDuration::MAX);
-    (!interval.is_zero()).then(|| now.checked_add(interval).unwrap_or(Timestamp::MAX))
 }
 
 /// Room for one more secret under the limit: nothing to do, retire this one early (the soonest due), or no room
@@ -197,19 +162,6 @@ mod tests {
         assert_eq!(mint(true, false, Some(at("2026-11-30T11:59:59Z")), now), Some(Mint::RotationDue));
         assert_eq!(mint(true, false, Some(at("2026-11-30T12:00:01Z")), now), None);
         assert_eq!(mint(true, false, None, now), None);
-    }
-
-    #[test]
-    fn the_rotate_annotation_mints_at_most_once_per_interval() {
-        let now = at("2026-11-30T12:00:00Z");
-        let after = Some(at("2026-11-30T12:05:00Z"));
-        assert_eq!(rotation_waits(true, after, now), after);
-        assert_eq!(rotation_waits(false, after, now), None, "nothing asked for, nothing waits");
-        assert_eq!(rotation_waits(true, after, at("2026-11-30T12:05:00Z")), None, "due at the instant");
-        assert_eq!(rotation_waits(true, None, now), None, "never minted (or no interval)");
-        let interval = std::time::Duration::from_secs(300);
-        assert_eq!(next_rotation_allowed(now, interval), after);
-        assert_eq!(next_rotation_allowed(now, std::time::Duration::ZERO), None);
     }
 
     #[test]

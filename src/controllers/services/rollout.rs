@@ -16,7 +16,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::Context;
+use super::events::Events;
 use crate::crd::{RolloutKind, RolloutTarget};
 
 /// The prefix of the pod template annotations the operator rolls workloads with.
@@ -190,7 +190,7 @@ fn label(target: &RolloutTarget) -> String {
 
 /// Rolls every target that uses `secret` and is not yet running the credentials `value` identifies, and reports
 /// where each stands. Errors are per target (never the pass's): the caller must still record what it published.
-pub async fn converge(
+pub async fn roll(
     client: &kube::Client,
     namespace: &str,
     targets: &[RolloutTarget],
@@ -234,18 +234,18 @@ pub async fn converge(
 
 /// Events on `object` for what a pass rolled (onto `credentials`, e.g. "secret <id>") and could not roll.
 pub async fn announce<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
+    events: &Events,
     object: &K,
     rollouts: &Rollouts,
     credentials: &str,
 ) {
     for target in &rollouts.restarted {
         let note = format!("Rolling {target} onto {credentials}");
-        ctx.event(object, EventType::Normal, "RolloutRestarted", "Restart", &note).await;
+        events.publish(object, EventType::Normal, "RolloutRestarted", "Restart", &note).await;
     }
     for failed in &rollouts.failed {
         let note = format!("Could not roll {failed}");
-        ctx.event(object, EventType::Warning, "RolloutRestartFailed", "Restart", &note).await;
+        events.publish(object, EventType::Warning, "RolloutRestartFailed", "Restart", &note).await;
     }
 }
 

@@ -1,162 +1,18 @@
-//! Delegation and ownership decisions, kept apart from the code that calls Databricks: what a namespace may do
-//! with an account (its `delegations` or `singleTenant`), and whether a remote principal is an object's own.
-//! Everything here is a pure function of what it is given, so every rule is a unit test.
+//! Whether a remote principal is an object's own, and what an object may do to a principal it adopted: pure
+//! functions of what a pass read, so every rule is a unit test.
 
-use std::collections::BTreeMap;
-
+use super::{
+    error::Refusal,
+    reason::Reason,
+    tenancy::{Grants, rank},
+};
 use crate::{
-    crd::{
-        AllowedNamespaces, DatabricksAccountSpec, ObjectRecord, PrincipalDeletionPolicy, WorkspaceAssignment,
-        WorkspacePermission,
-    },
+    crd::{ObjectRecord, PrincipalDeletionPolicy},
     databricks::types::ServicePrincipal as RemotePrincipal,
 };
 
-use super::accounts::selector_matches;
-
 /// The account role that makes a principal an account administrator.
 pub const ACCOUNT_ADMIN_ROLE: &str = "account_admin";
-
-/// Why something a tenant asked for is not done. Becomes a `NeedsAttention` condition; nothing was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl From<Refusal> for super::Error {
-    fn from(refusal: Refusal) -> Self {
-        super::Error::NeedsAttention { reason: refusal.reason, message: refusal.message }
-    }
-}
-
-/// A kind whose use must be delegated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DelegatedKind {
-    AppConnection,
-    TrustPolicy,
-}
-
-/// Whether a namespace set includes `namespace` (`labels` are the namespace's labels).
-pub fn namespace_in(set: &AllowedNamespaces, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
-    set.names.iter().any(|n| n == namespace)
-        || set.selector.as_ref().is_some_and(|s| selector_matches(s, labels))
-}
-
-/// Whether deciding for a namespace needs its labels (some rule selects namespaces by label).
-pub fn needs_labels(spec: &DatabricksAccountSpec) -> bool {
-    spec.allowed_namespaces.as_ref().is_some_and(|a| a.selector.is_some())
-        || spec.delegations.iter().any(|d| d.namespaces.selector.is_some())
-}
-
-/// What one namespace may do with one account.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Grants {
-    account: String,
-    namespace: String,
-    single_tenant: bool,
-    workspaces: BTreeMap<i64, WorkspacePermission>,
-    app_connections: bool,
-    trust_policies: bool,
-    /// Application id (lowercase) → the most the adopting object's deletion may do.
-    adopt: BTreeMap<String, PrincipalDeletionPolicy>,
-}
-
-impl Grants {
-    /// The union of every delegation rule of `spec` that selects `namespace`.
-    pub fn for_namespace(
-        account: &str,
-        spec: &DatabricksAccountSpec,
-        namespace: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> Self {
-        let mut grants = Grants {
-            account: account.to_owned(),
-            namespace: namespace.to_owned(),
-            single_tenant: spec.single_tenant,
-            ..Grants::default()
-        };
-        for rule in spec.delegations.iter().filter(|d| namespace_in(&d.namespaces, namespace, labels)) {
-            for workspace in &rule.workspaces {
-                let entry = grants.workspaces.entry(workspace.workspace_id).or_insert(workspace.permission);
-                *entry = (*entry).max(workspace.permission);
-            }
-            grants.app_connections |= rule.app_connections;
-            grants.trust_policies |= rule.trust_policies;
-            for adopt in &rule.adopt {
-                let entry =
-                    grants.adopt.entry(adopt.application_id.to_lowercase()).or_insert(adopt.deletion_policy);
-                *entry = strongest(*entry, adopt.deletion_policy);
-            }
-        }
-        grants
-    }
-
-    fn denied(&self, reason: &'static str, what: String) -> Refusal {
-        Refusal {
-            reason,
-            message: format!(
-                "DatabricksAccount {} does not delegate {what} to namespace {}; a platform admin can grant it in \
-                 spec.delegations. Nothing was changed in Databricks",
-                self.account, self.namespace
-            ),
-        }
-    }
-
-    /// Every assignment must name a delegated workspace, with at most the delegated permission.
-    pub fn check_assignments(&self, assignments: &[WorkspaceAssignment]) -> Result<(), Refusal> {
-        if self.single_tenant {
-            return Ok(());
-        }
-        for assignment in assignments {
-            let wanted = assignment.permissions.iter().copied().max().unwrap_or(WorkspacePermission::User);
-            match self.workspaces.get(&assignment.workspace_id) {
-                None => {
-                    return Err(
-                        self.denied("AssignmentNotAllowed", format!("workspace {}", assignment.workspace_id))
-                    );
-                }
-                Some(granted) if wanted > *granted => {
-                    return Err(self.denied(
-                        "AssignmentNotAllowed",
-                        format!("ADMIN in workspace {}", assignment.workspace_id),
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// App connections and trust policies need a grant.
-    pub fn check_kind(&self, kind: DelegatedKind) -> Result<(), Refusal> {
-        let (granted, what) = match kind {
-            DelegatedKind::AppConnection => (self.app_connections, "app connections (appConnections)"),
-            DelegatedKind::TrustPolicy => (self.trust_policies, "trust policies (trustPolicies)"),
-        };
-        if self.single_tenant || granted { Ok(()) } else { Err(self.denied("NotDelegated", what.to_owned())) }
-    }
-
-    /// The most an adopting object's deletion may do to `application_id`, when its adoption is granted.
-    pub fn adoption(&self, application_id: &str) -> Option<PrincipalDeletionPolicy> {
-        if self.single_tenant {
-            return Some(PrincipalDeletionPolicy::Delete);
-        }
-        self.adopt.get(&application_id.to_lowercase()).copied()
-    }
-}
-
-fn rank(policy: PrincipalDeletionPolicy) -> u8 {
-    match policy {
-        PrincipalDeletionPolicy::Orphan => 0,
-        PrincipalDeletionPolicy::Deactivate => 1,
-        PrincipalDeletionPolicy::Delete => 2,
-    }
-}
-
-fn strongest(a: PrincipalDeletionPolicy, b: PrincipalDeletionPolicy) -> PrincipalDeletionPolicy {
-    if rank(a) >= rank(b) { a } else { b }
-}
 
 /// The deletion an adopted principal gets: what the object asks for, lowered to what its grant allows.
 pub fn adopted_deletion(
@@ -202,7 +58,7 @@ pub fn identity_changes(
             None => format!("Setting active={active} on adopted service principal {}", remote.application_id),
         };
         return Err(Refusal {
-            reason: "AdoptRefused",
+            reason: Reason::AdoptRefused,
             message: format!(
                 "{what} is refused: its adoption grant allows no changes to it (deletionPolicy Deactivate or \
                  Delete in spec.delegations[].adopt). Match spec.active ({}) and spec.displayName ({:?}) to the \
@@ -239,32 +95,44 @@ pub struct AdoptionFacts<'a> {
 pub fn adoption_refusal(grants: &Grants, facts: AdoptionFacts<'_>) -> Option<Refusal> {
     let principal = facts.principal;
     let app_id = &principal.application_id;
-    let refuse = |why: String| {
-        Some(Refusal {
-            reason: "AdoptRefused",
-            message: format!(
-                "Adopting service principal {app_id} is refused: {why}. Nothing was changed in Databricks"
-            ),
-        })
-    };
     // First, so an ungranted id tells a tenant nothing about the principal behind it.
-    if grants.adoption(app_id).is_none() {
-        return refuse(format!(
-            "DatabricksAccount {} does not grant it to namespace {} (spec.delegations[].adopt)",
-            grants.account, grants.namespace
-        ));
+    if let Some(refusal) = ungranted_adoption(grants, app_id) {
+        return Some(refusal);
     }
+    let refuse = |why: &str| Some(adoption_refused(app_id, why));
     if facts.operator_application_id.is_some_and(|own| own.eq_ignore_ascii_case(app_id)) {
-        return refuse("it is the identity the operator itself authenticates as".to_owned());
+        return refuse("it is the identity the operator itself authenticates as");
     }
     if principal.roles.iter().any(|r| r.value.as_deref() == Some(ACCOUNT_ADMIN_ROLE)) {
-        return refuse("it is an account admin".to_owned());
+        return refuse("it is an account admin");
     }
     if let Some(other) = facts.other_owner {
         let how = if other.created { "was created for" } else { "is already adopted by" };
-        return refuse(format!("it {how} {}", other.object));
+        return refuse(&format!("it {how} {}", other.object));
     }
     None
+}
+
+/// The refusal of adopting `application_id` when the namespace has no grant for it, if it has none.
+pub fn ungranted_adoption(grants: &Grants, application_id: &str) -> Option<Refusal> {
+    grants.adoption(application_id).is_none().then(|| {
+        let why = format!(
+            "DatabricksAccount {} does not grant it to namespace {} (spec.delegations[].adopt)",
+            grants.account(),
+            grants.namespace()
+        );
+        adoption_refused(application_id, &why)
+    })
+}
+
+/// Adopting `application_id` is refused, and why.
+pub fn adoption_refused(application_id: &str, why: &str) -> Refusal {
+    Refusal {
+        reason: Reason::AdoptRefused,
+        message: format!(
+            "Adopting service principal {application_id} is refused: {why}. Nothing was changed in Databricks"
+        ),
+    }
 }
 
 /// Whether `principal` is the one a ServicePrincipal stands for: tagged with its UID (created), or the adoption
@@ -290,8 +158,10 @@ pub fn adoption_claim<'a>(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use crate::databricks::types::ComplexValue;
+    use crate::{crd::DatabricksAccountSpec, databricks::types::ComplexValue};
     use serde_json::json;
 
     fn spec(value: serde_json::Value) -> DatabricksAccountSpec {
@@ -299,10 +169,6 @@ mod tests {
             json!({"accountId": "0d3c8a0e-6f1b-4c2a-9a57-3f2b1e4d5c6a", "auth": {"workloadIdentity": {}}});
         base.as_object_mut().expect("object").extend(value.as_object().expect("object").clone());
         serde_json::from_value(base).expect("spec")
-    }
-
-    fn assignment(workspace: i64, permission: WorkspacePermission) -> WorkspaceAssignment {
-        WorkspaceAssignment { workspace_id: workspace, permissions: vec![permission] }
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -324,66 +190,6 @@ mod tests {
     }
 
     #[test]
-    fn no_rules_grant_principals_only() {
-        let grants = Grants::for_namespace("acct", &spec(json!({})), "team-a", &labels(&[]));
-        assert_eq!(grants.check_assignments(&[]), Ok(()));
-        let refused =
-            grants.check_assignments(&[assignment(1, WorkspacePermission::User)]).expect_err("refused");
-        assert_eq!(refused.reason, "AssignmentNotAllowed");
-        assert!(refused.message.contains("workspace 1") && refused.message.contains("team-a"), "{refused:?}");
-        assert_eq!(
-            grants.check_kind(DelegatedKind::AppConnection).expect_err("refused").reason,
-            "NotDelegated"
-        );
-        assert_eq!(
-            grants.check_kind(DelegatedKind::TrustPolicy).expect_err("refused").reason,
-            "NotDelegated"
-        );
-        assert_eq!(grants.adoption(APP), None);
-    }
-
-    #[test]
-    fn single_tenant_grants_everything_it_says() {
-        let grants = Grants::for_namespace("acct", &spec(json!({"singleTenant": true})), "any", &labels(&[]));
-        assert_eq!(grants.check_assignments(&[assignment(9, WorkspacePermission::Admin)]), Ok(()));
-        assert_eq!(grants.check_kind(DelegatedKind::AppConnection), Ok(()));
-        assert_eq!(grants.adoption(APP), Some(PrincipalDeletionPolicy::Delete));
-    }
-
-    #[test]
-    fn rules_apply_to_their_namespaces_and_add_up() {
-        let spec = spec(json!({"delegations": [
-            {"namespaces": {"names": ["team-a"]}, "workspaces": [{"workspaceId": 1}], "trustPolicies": true},
-            {"namespaces": {"selector": {"matchLabels": {"tier": "platform"}}},
-             "workspaces": [{"workspaceId": 1, "permission": "ADMIN"}, {"workspaceId": 2}],
-             "appConnections": true, "adopt": [{"applicationId": APP.to_uppercase(), "deletionPolicy": "Deactivate"}]},
-        ]}));
-        let a = Grants::for_namespace("acct", &spec, "team-a", &labels(&[]));
-        assert_eq!(a.check_assignments(&[assignment(1, WorkspacePermission::User)]), Ok(()));
-        let admin = a.check_assignments(&[assignment(1, WorkspacePermission::Admin)]).expect_err("refused");
-        assert!(admin.message.contains("ADMIN in workspace 1"), "{admin:?}");
-        assert!(a.check_assignments(&[assignment(2, WorkspacePermission::User)]).is_err());
-        assert_eq!(a.check_kind(DelegatedKind::TrustPolicy), Ok(()));
-        assert!(a.check_kind(DelegatedKind::AppConnection).is_err());
-        assert_eq!(a.adoption(APP), None);
-
-        let both = Grants::for_namespace("acct", &spec, "team-a", &labels(&[("tier", "platform")]));
-        assert_eq!(both.check_assignments(&[assignment(1, WorkspacePermission::Admin)]), Ok(()));
-        assert_eq!(
-            both.check_assignments(&[
-                assignment(2, WorkspacePermission::User),
-                assignment(1, WorkspacePermission::User)
-            ]),
-            Ok(())
-        );
-        assert_eq!(both.check_kind(DelegatedKind::AppConnection), Ok(()));
-        assert_eq!(both.adoption(APP), Some(PrincipalDeletionPolicy::Deactivate));
-
-        let other = Grants::for_namespace("acct", &spec, "team-b", &labels(&[("tier", "apps")]));
-        assert!(other.check_assignments(&[assignment(1, WorkspacePermission::User)]).is_err());
-    }
-
-    #[test]
     fn adoption_is_refused_for_the_operator_admins_other_owners_and_ungranted_ids() {
         let granted = Grants::for_namespace(
             "acct",
@@ -400,7 +206,7 @@ mod tests {
         // Granted by mistake: still refused.
         let operator = principal(&OPERATOR.to_uppercase(), None, &[]);
         let refused = adoption_refusal(&granted, facts(&operator)).expect("refused");
-        assert_eq!(refused.reason, "AdoptRefused");
+        assert_eq!(refused.reason, Reason::AdoptRefused);
         assert!(refused.message.contains("operator itself"), "{refused:?}");
 
         let admin = principal(APP, None, &["account_admin"]);
@@ -458,7 +264,7 @@ mod tests {
             Ok(IdentityChanges::default())
         );
         let refused = identity_changes(&remote, None, "obj", false, Some(Some(Orphan))).expect_err("refused");
-        assert_eq!(refused.reason, "AdoptRefused");
+        assert_eq!(refused.reason, Reason::AdoptRefused);
         assert!(refused.message.contains("allows no changes"), "{refused:?}");
         let mut disabled = remote.clone();
         disabled.active = false;

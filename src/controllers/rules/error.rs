@@ -1,5 +1,7 @@
-//! Reconcile errors by failure kind, each with a stable PascalCase reason for conditions, events and metrics.
+//! Reconcile errors by failure kind, each with a stable [`Reason`] for conditions, events and metrics, and
+//! [`Refusal`]: something a tenant asked for that is not done.
 
+use super::reason::Reason;
 use crate::databricks;
 
 /// Why a reconcile did not finish.
@@ -17,13 +19,13 @@ pub enum Error {
     Databricks(#[from] databricks::Error),
     /// The referenced DatabricksAccount is missing, refuses this namespace, or cannot authenticate.
     #[error("{message}")]
-    Account { reason: &'static str, message: String },
+    Account { reason: Reason, message: String },
     /// Waiting for another object (a principal without an id yet, a missing reference that may appear).
     #[error("{message}")]
-    Waiting { reason: &'static str, message: String },
+    Waiting { reason: Reason, message: String },
     /// Something only a person can fix (bad reference, conflicting Secret, limit reached).
     #[error("{message}")]
-    NeedsAttention { reason: &'static str, message: String },
+    NeedsAttention { reason: Reason, message: String },
     /// A test-only fail point fired (simulates the operator dying at that step).
     #[error("fail point {0} fired")]
     FailPoint(&'static str),
@@ -37,21 +39,21 @@ impl Error {
         Self::Kube { context: context.into(), source: Box::new(source) }
     }
 
-    /// Stable PascalCase reason.
-    pub fn reason(&self) -> &'static str {
+    /// Stable reason.
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::Kube { .. } => "KubernetesError",
-            Self::Databricks(e) if e.is_throttled() => "DatabricksThrottled",
-            Self::Databricks(e) if e.is_deferred() => "Deferred",
-            Self::Databricks(e) if e.is_unauthenticated() => "DatabricksAuthenticationFailed",
-            Self::Databricks(e) if e.status() == Some(403) => "DatabricksPermissionDenied",
-            Self::Databricks(e) if e.is_retryable() => "DatabricksUnavailable",
-            Self::Databricks(_) => "DatabricksRequestRejected",
+            Self::Kube { .. } => Reason::KubernetesError,
+            Self::Databricks(e) if e.is_throttled() => Reason::DatabricksThrottled,
+            Self::Databricks(e) if e.is_deferred() => Reason::Deferred,
+            Self::Databricks(e) if e.is_unauthenticated() => Reason::DatabricksAuthenticationFailed,
+            Self::Databricks(e) if e.status() == Some(403) => Reason::DatabricksPermissionDenied,
+            Self::Databricks(e) if e.is_retryable() => Reason::DatabricksUnavailable,
+            Self::Databricks(_) => Reason::DatabricksRequestRejected,
             Self::Account { reason, .. }
             | Self::NeedsAttention { reason, .. }
-            | Self::Waiting { reason, .. } => reason,
-            Self::FailPoint(_) => "FailPoint",
-            Self::Finalizer(_) => self.finalizer_cause().map_or("FinalizerError", Self::reason),
+            | Self::Waiting { reason, .. } => *reason,
+            Self::FailPoint(_) => Reason::FailPoint,
+            Self::Finalizer(_) => self.finalizer_cause().map_or(Reason::FinalizerError, Self::reason),
         }
     }
 
@@ -60,7 +62,7 @@ impl Error {
         match self {
             Self::Kube { .. } | Self::FailPoint(_) | Self::Waiting { .. } => true,
             Self::Databricks(e) => e.is_retryable(),
-            Self::Account { reason, .. } => *reason == "AccountUnreachable",
+            Self::Account { reason, .. } => *reason == Reason::AccountUnreachable,
             Self::NeedsAttention { .. } => false,
             Self::Finalizer(_) => self.finalizer_cause().is_none_or(Self::is_transient),
         }
@@ -97,5 +99,18 @@ impl Error {
             },
             other => other,
         }
+    }
+}
+
+/// Why something a tenant asked for is not done. Becomes a `NeedsAttention` condition; nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Self {
+        Error::NeedsAttention { reason: refusal.reason, message: refusal.message }
     }
 }

@@ -5,16 +5,20 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
+use super::reason::Reason;
+
 pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
 pub const CREDENTIALS_READY: &str = "CredentialsReady";
+/// A trust policy's proof that its federation works (`verify: true`).
+pub const VERIFIED: &str = "Verified";
 
 /// Sets the condition of `type_`, keeping its `lastTransitionTime` unless the status changes.
 pub fn set(
     conditions: &mut Vec<Condition>,
     type_: &str,
     ok: bool,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: Option<i64>,
 ) {
@@ -27,7 +31,7 @@ pub fn set(
     let condition = Condition {
         type_: type_.to_owned(),
         status: status.to_owned(),
-        reason: reason.to_owned(),
+        reason: reason.as_str().to_owned(),
         message: message.chars().take(32_000).collect(),
         observed_generation: generation,
         last_transition_time,
@@ -39,12 +43,12 @@ pub fn set(
 
 /// `Synced=True`: Databricks matches the spec.
 pub fn synced(conditions: &mut Vec<Condition>, generation: Option<i64>) {
-    set(conditions, SYNCED, true, "Synced", "Databricks matches the spec", generation);
+    set(conditions, SYNCED, true, Reason::Synced, "Databricks matches the spec", generation);
 }
 
 /// `CredentialsReady=True, reason=Published` with `message` (what is published where).
 pub fn published(conditions: &mut Vec<Condition>, message: &str, generation: Option<i64>) {
-    set(conditions, CREDENTIALS_READY, true, "Published", message, generation);
+    set(conditions, CREDENTIALS_READY, true, Reason::Published, message, generation);
 }
 
 /// The condition of `type_`, if set.
@@ -59,20 +63,20 @@ mod tests {
     #[test]
     fn transition_time_moves_only_on_flips() {
         let mut conditions = Vec::new();
-        set(&mut conditions, READY, false, "Creating", "creating", Some(1));
+        set(&mut conditions, READY, false, Reason::Deferred, "creating", Some(1));
         let first = get(&conditions, READY).map(|c| c.last_transition_time.clone()).expect("set");
         std::thread::sleep(std::time::Duration::from_millis(5));
-        set(&mut conditions, READY, false, "StillCreating", "still", Some(2));
+        set(&mut conditions, READY, false, Reason::CreateInProgress, "still", Some(2));
         let same = get(&conditions, READY).expect("set");
         assert_eq!(same.last_transition_time, first, "same status keeps the time");
-        assert_eq!((same.reason.as_str(), same.observed_generation), ("StillCreating", Some(2)));
-        set(&mut conditions, READY, true, "Ready", "ok", Some(2));
+        assert_eq!((same.reason.as_str(), same.observed_generation), ("CreateInProgress", Some(2)));
+        set(&mut conditions, READY, true, Reason::Ready, "ok", Some(2));
         assert_ne!(
             get(&conditions, READY).map(|c| c.last_transition_time.clone()),
             Some(first),
             "a flip moves it"
         );
-        set(&mut conditions, SYNCED, true, "Synced", "ok", Some(2));
+        set(&mut conditions, SYNCED, true, Reason::Synced, "ok", Some(2));
         assert_eq!(conditions.len(), 2);
         assert_eq!(conditions[0].type_, READY, "sorted, so status patches are stable");
     }

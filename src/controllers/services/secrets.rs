@@ -3,22 +3,39 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference};
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference},
+};
 use kube::{
     Api, Resource, ResourceExt,
     api::{ObjectMeta, Patch, PatchParams},
 };
 use sha2::{Digest, Sha256};
 
-use super::{Error, MANAGER};
-use crate::crd::OutputTemplate;
+use crate::{
+    controllers::rules::{
+        conditions,
+        error::Error,
+        meta::{
+            ANNOTATION_CHECKSUM, ANNOTATION_SECRET_ID, ANNOTATION_SOURCE, INSTANCE, MANAGED_BY, MANAGER, keys,
+        },
+        reason::Reason,
+    },
+    crd::OutputTemplate,
+};
 
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const INSTANCE: &str = "app.kubernetes.io/instance";
-pub const ANNOTATION_SECRET_ID: &str = "oauth.databricks-operator.io/secret-id";
-pub const ANNOTATION_EXPIRE_TIME: &str = "oauth.databricks-operator.io/expire-time";
-pub const ANNOTATION_CHECKSUM: &str = "oauth.databricks-operator.io/checksum";
-pub const ANNOTATION_SOURCE: &str = "oauth.databricks-operator.io/source";
+/// The keys every published Secret and ConfigMap starts with: where to sign in, and as whom.
+pub fn connection_data(host: &str, account_id: Option<&str>, client_id: &str) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::new();
+    data.insert(keys::HOST.to_owned(), host.to_owned());
+    if let Some(account_id) = account_id {
+        data.insert(keys::ACCOUNT_ID.to_owned(), account_id.to_owned());
+    }
+    data.insert(keys::CLIENT_ID.to_owned(), client_id.to_owned());
+    data
+}
 
 /// What a published Secret says (no values are kept here but the checksum).
 pub struct Published {
@@ -99,7 +116,7 @@ pub async fn read_owned(api: &Api<Secret>, name: &str, owner_uid: &str) -> Resul
             .map(|r| format!("{} {}", r.kind, r.name))
             .unwrap_or_else(|| "nobody (created outside the operator)".to_owned());
         return Err(Error::NeedsAttention {
-            reason: "SecretConflict",
+            reason: Reason::SecretConflict,
             message: format!(
                 "Secret {name} exists and is owned by {owner}; the operator never overwrites a Secret it does not own. \
                  Delete it, or choose another name in the secret name field."
@@ -128,18 +145,17 @@ pub async fn read_owned_noting(
     api: &Api<Secret>,
     name: &str,
     owner_uid: &str,
-    conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    list: &mut Vec<Condition>,
     generation: Option<i64>,
 ) -> Result<Option<Published>, Error> {
     let read = read_owned(api, name, owner_uid).await;
     if let Err(err) = &read {
-        let (reason, message) = (err.reason(), err.to_string());
-        super::conditions::set(
-            conditions,
-            super::conditions::CREDENTIALS_READY,
+        conditions::set(
+            list,
+            conditions::CREDENTIALS_READY,
             false,
-            reason,
-            &message,
+            err.reason(),
+            &err.to_string(),
             generation,
         );
     }

@@ -10,31 +10,33 @@
 use std::collections::BTreeMap;
 
 use kube::{
-    Api,
+    Api, Client,
     api::{Patch, PatchParams},
 };
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{Context, Error};
-use crate::crd::{DatabricksAccount, DatabricksAccountStatus};
+use crate::{
+    controllers::rules::{error::Error, reason::Reason},
+    crd::{DatabricksAccount, DatabricksAccountStatus},
+};
 
 /// Field manager of the ledger's writes.
 const LEDGER_MANAGER: &str = "databricks-oauth-operator-ledger";
 
 /// The account's records as they are now (a fresh read, never the watch cache).
-pub async fn read(ctx: &Context, account: &str) -> Result<DatabricksAccountStatus, Error> {
-    Ok(fetch(ctx, account).await?.1)
+pub async fn read(client: &Client, account: &str) -> Result<DatabricksAccountStatus, Error> {
+    Ok(fetch(client, account).await?.1)
 }
 
-async fn fetch(ctx: &Context, account: &str) -> Result<(String, DatabricksAccountStatus), Error> {
-    let api: Api<DatabricksAccount> = Api::all(ctx.client.clone());
+async fn fetch(client: &Client, account: &str) -> Result<(String, DatabricksAccountStatus), Error> {
+    let api: Api<DatabricksAccount> = Api::all(client.clone());
     let found = api
         .get_opt(account)
         .await
         .map_err(|e| Error::kube(format!("reading DatabricksAccount {account}"), e))?
         .ok_or_else(|| Error::Account {
-            reason: "AccountNotFound",
+            reason: Reason::AccountNotFound,
             message: format!("DatabricksAccount {account} does not exist"),
         })?;
     Ok((found.metadata.resource_version.unwrap_or_default(), found.status.unwrap_or_default()))
@@ -43,15 +45,15 @@ async fn fetch(ctx: &Context, account: &str) -> Result<(String, DatabricksAccoun
 /// Applies `change` to the account's records and writes the result when `change` says it changed something.
 /// Returns the records as written (or as read, when nothing changed).
 pub async fn update(
-    ctx: &Context,
+    client: &Client,
     account: &str,
     mut change: impl FnMut(&mut DatabricksAccountStatus) -> bool,
 ) -> Result<DatabricksAccountStatus, Error> {
-    let api: Api<DatabricksAccount> = Api::all(ctx.client.clone());
+    let api: Api<DatabricksAccount> = Api::all(client.clone());
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (version, before) = fetch(ctx, account).await?;
+        let (version, before) = fetch(client, account).await?;
         let mut after = before.clone();
         if !change(&mut after) {
             return Ok(before);

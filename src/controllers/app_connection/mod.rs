@@ -1,0 +1,382 @@
+//! DatabricksAppConnection: a custom OAuth app integration for user-to-machine sign-in, its client id (and, for
+//! confidential apps, the secret shown once) published with the OAuth endpoints in an owned Secret. The
+//! integration's ownership and crash-safe creation are `integration`'s; the object's own status is only a copy of
+//! the ledger's record and never trusted.
+
+mod integration;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, ResourceExt,
+    runtime::{controller::Action, events::EventType},
+};
+
+use integration::display_name;
+
+use crate::{
+    controllers::{
+        rules::{
+            conditions,
+            error::Error,
+            meta::{ANNOTATION_ROTATE, keys, orphaned_by_annotation},
+            reason::Reason,
+            rotate_request::{self, RotateRequest},
+            tenancy::DelegatedKind,
+        },
+        runtime::{
+            context::Context,
+            deletion,
+            lifecycle::{self, managed},
+        },
+        services::{
+            accounts::Access,
+            ledger,
+            rollout::{self, Rollouts},
+            secrets::{self, Published},
+        },
+    },
+    crd::{
+        AppDeletionPolicy, DatabricksAccountStatus, DatabricksAppConnection, DatabricksAppConnectionStatus,
+    },
+    databricks::{AccountClient, types::CustomApp},
+};
+
+/// The controller's name in metrics and logs.
+pub const CONTROLLER: &str = "databricksappconnection";
+
+managed!(
+    DatabricksAppConnection,
+    DatabricksAppConnectionStatus,
+    "databricksappconnections.oauth.databricks-operator.io/cleanup"
+);
+
+pub async fn reconcile(app: Arc<DatabricksAppConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let apply =
+        async |app: &DatabricksAppConnection, ctx: &Context, status: &mut DatabricksAppConnectionStatus| {
+            let rotation_due = apply(app, ctx, status).await?;
+            let message = format!(
+                "App connection {} (client id {}) is in sync; Secret {} is current",
+                display_name(app),
+                status.client_id.as_deref().unwrap_or("?"),
+                secret_name(app)
+            );
+            let resync = ctx.config.jittered_resync();
+            Ok((message, rotation_due.map_or(resync, |d| d.min(resync).max(Duration::from_secs(1)))))
+        };
+    lifecycle::reconcile(app, ctx, apply, published_intact, cleanup).await
+}
+
+/// Whether the Secret is still as the last pass wrote it.
+async fn published_intact(
+    app: &DatabricksAppConnection,
+    ctx: &Context,
+    _status: &DatabricksAppConnectionStatus,
+) -> Result<bool, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+    let published = secrets::read_owned(&api, &secret_name(app), &app.uid().unwrap_or_default()).await?;
+    Ok(published.is_some_and(|p| p.checksum_ok))
+}
+
+fn secret_name(app: &DatabricksAppConnection) -> String {
+    app.spec.secret_name.clone().unwrap_or_else(|| format!("{}-oauth-client", app.name_any()))
+}
+
+/// What one pass works with.
+struct Pass<'a> {
+    app: &'a DatabricksAppConnection,
+    ctx: &'a Context,
+    access: Access,
+    /// The account's ledger, as read at the start of the pass.
+    records: DatabricksAccountStatus,
+    /// The Secret as read (`None`: absent).
+    published: Option<Published>,
+    /// The rotate annotation (a confidential app is recreated for it).
+    request: RotateRequest,
+    now: Timestamp,
+}
+
+impl Pass<'_> {
+    async fn event(&self, type_: EventType, reason: &str, action: &str, note: &str) {
+        self.ctx.event(self.app, type_, reason, action, note).await;
+    }
+}
+
+/// A full pass: the grant checked, the integration found (or recovered, or created), recreated when a
+/// confidential app's secret is lost and a recreation is asked for, and published. Returns when a waiting
+/// recreation is due.
+async fn apply(
+    app: &DatabricksAppConnection,
+    ctx: &Context,
+    status: &mut DatabricksAppConnectionStatus,
+) -> Result<Option<Duration>, Error> {
+    let access =
+        ctx.accounts.client_for(&app.spec.account_ref.name, &app.namespace().unwrap_or_default()).await?;
+    access.grants.check_kind(DelegatedKind::AppConnection)?;
+    let records = ledger::read(&ctx.client, &access.account.name_any()).await?;
+    check_recorded(app, ctx, &records, status).await?;
+    let (uid, generation) = (app.uid().unwrap_or_default(), app.metadata.generation);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+    let noted = &mut status.conditions;
+    let published = secrets::read_owned_noting(&api, &secret_name(app), &uid, noted, generation).await?;
+    let existing = find_integration(app, ctx, &access.client, &records, status).await?;
+    let now = Timestamp::now();
+    let value = app.annotations().get(ANNOTATION_ROTATE).cloned();
+    let allowed_after = status.rotate_allowed_after.as_ref().map(|t| t.0);
+    let request = RotateRequest::new(value, status.rotate_request.as_ref(), allowed_after, now);
+    let pass = Pass { app, ctx, access, records, published, request, now };
+    let existing = recreate_if_asked_or_lost(&pass, existing, status).await?;
+    publish_integration(&pass, existing, status).await?;
+    let rollouts = roll_consumers(&pass, status).await;
+    Ok(describe(&pass, status, &rollouts))
+}
+
+/// Status names the integration the ledger records, or none: status was edited otherwise (only the operator
+/// writes it from the ledger), and nothing it names is touched.
+async fn check_recorded(
+    app: &DatabricksAppConnection,
+    ctx: &Context,
+    records: &DatabricksAccountStatus,
+    status: &mut DatabricksAppConnectionStatus,
+) -> Result<(), Error> {
+    let recorded =
+        records.app_connections.get(&app.uid().unwrap_or_default()).and_then(|r| r.integration_id.as_ref());
+    if status.integration_id.is_none() || status.integration_id.as_ref() == recorded {
+        return Ok(());
+    }
+    let message = format!(
+        "status.integrationId {:?} is not the integration this object owns; it was not touched. The operator \
+         restores the status from its own record",
+        status.integration_id.as_deref().unwrap_or_default()
+    );
+    ctx.event(app, EventType::Warning, "IdentityMismatch", "Verify", &message).await;
+    status.integration_id = None;
+    status.client_id = None;
+    Err(Error::Waiting { reason: Reason::IdentityMismatch, message })
+}
+
+/// The integration the ledger records (`None` when it was deleted outside the operator), or one left by an
+/// interrupted create of this object.
+async fn find_integration(
+    app: &DatabricksAppConnection,
+    ctx: &Context,
+    client: &AccountClient,
+    records: &DatabricksAccountStatus,
+    status: &mut DatabricksAppConnectionStatus,
+) -> Result<Option<CustomApp>, Error> {
+    let recorded =
+        records.app_connections.get(&app.uid().unwrap_or_default()).and_then(|r| r.integration_id.clone());
+    let existing = match recorded {
+        Some(id) => match client.get_custom_app(&id).await {
+            Ok(found) => Some(found),
+            Err(err) if err.is_not_found() => {
+                let note = format!("App integration {id} was deleted outside the operator; recreating it");
+                ctx.event(app, EventType::Warning, "RemoteDeleted", "Recreate", &note).await;
+                status.integration_id = None;
+                status.client_id = None;
+                None
+            }
+            Err(err) => return Err(err.into()),
+        },
+        None => integration::recover_interrupted_create(app, ctx, client, records).await?,
+    };
+    if let Some(found) = &existing {
+        status.integration_id = Some(found.integration_id.clone());
+        status.client_id = Some(found.client_id.clone());
+    }
+    Ok(existing)
+}
+
+/// The client secret the Secret holds for the status's client, when intact.
+fn intact_secret(pass: &Pass<'_>, status: &DatabricksAppConnectionStatus) -> Option<String> {
+    pass.published
+        .as_ref()
+        .filter(|p| p.checksum_ok && p.data.get(keys::CLIENT_ID) == status.client_id.as_ref())
+        .and_then(|p| p.data.get(keys::CLIENT_SECRET).cloned())
+}
+
+/// A confidential app's secret exists only in the Secret: if it is gone, say so; delete the integration (to
+/// create it anew) only when the rotate annotation asks for it, at most once per interval.
+async fn recreate_if_asked_or_lost(
+    pass: &Pass<'_>,
+    existing: Option<CustomApp>,
+    status: &mut DatabricksAppConnectionStatus,
+) -> Result<Option<CustomApp>, Error> {
+    let lost = intact_secret(pass, status).is_none();
+    let recreate = pass.app.spec.confidential && (pass.request.now() || lost);
+    let Some(current) = existing.as_ref().filter(|_| recreate) else { return Ok(existing) };
+    if let Some(after) = pass.request.waits.filter(|_| lost) {
+        return Err(Error::Waiting {
+            reason: Reason::RotationWaits,
+            message: format!(
+                "The integration is recreated for the {ANNOTATION_ROTATE} annotation at {after}: at most once per {}s",
+                pass.ctx.config.rotate_min_interval.as_secs()
+            ),
+        });
+    }
+    if !pass.request.now() {
+        let message = format!(
+            "The client secret of confidential app {} is no longer in Secret {} and Databricks cannot show it \
+             again. Set the annotation {ANNOTATION_ROTATE} to a new value to recreate the integration (this issues \
+             a new client id).",
+            current.client_id,
+            secret_name(pass.app)
+        );
+        let generation = pass.app.metadata.generation;
+        let lost = Reason::SecretLost;
+        conditions::set(
+            &mut status.conditions,
+            conditions::CREDENTIALS_READY,
+            false,
+            lost,
+            &message,
+            generation,
+        );
+        return Err(Error::NeedsAttention { reason: Reason::SecretLost, message });
+    }
+    pass.access.client.delete_custom_app(&current.integration_id).await?;
+    let note = format!("Deleted app integration {} to issue a new client secret", current.integration_id);
+    pass.event(EventType::Normal, "Recreating", "Rotate", &note).await;
+    status.integration_id = None;
+    status.client_id = None;
+    Ok(None)
+}
+
+/// Brings the integration in line (or creates it) and writes the Secret when it differs.
+async fn publish_integration(
+    pass: &Pass<'_>,
+    existing: Option<CustomApp>,
+    status: &mut DatabricksAppConnectionStatus,
+) -> Result<(), Error> {
+    let (app, ctx) = (pass.app, pass.ctx);
+    let want = integration::desired(app);
+    let integration = match existing {
+        Some(found) => {
+            integration::update_if_drifted(app, ctx, &pass.access.client, &found, &want).await?;
+            // Keep the Secret current (a deleted or edited public app's Secret is rebuilt, labels follow the
+            // template); a confidential secret can only be republished from the Secret itself.
+            let client_id = status.client_id.clone().unwrap_or_default();
+            publish(pass, &client_id, intact_secret(pass, status).as_deref()).await?;
+            found.integration_id
+        }
+        None => {
+            let account = pass.access.account.name_any();
+            let client = &pass.access.client;
+            let created =
+                integration::create(app, ctx, client, &pass.records, &account, status, &want).await?;
+            publish(pass, &created.client_id, created.expose_client_secret()).await?;
+            ctx.fail_point("after-publish-app")?;
+            let interval = ctx.config.rotate_min_interval;
+            status.rotate_allowed_after = rotate_request::next_rotation_allowed(pass.now, interval).map(Time);
+            // A new integration has a new secret: a rotation asked for meanwhile is served by it.
+            if pass.request.requested {
+                status.rotate_request = pass.request.value.clone();
+            }
+            created.integration_id.clone()
+        }
+    };
+    if pass.request.now() {
+        status.rotate_request = pass.request.value.clone();
+    }
+    status.integration_id = Some(integration);
+    status.secret_name = Some(secret_name(app));
+    Ok(())
+}
+
+/// Named consumers are rolled onto the Secret's current client (nothing waits for their rollouts: a recreated
+/// integration's old client is already gone).
+async fn roll_consumers(pass: &Pass<'_>, status: &DatabricksAppConnectionStatus) -> Rollouts {
+    let app = pass.app;
+    let client_id = status.client_id.clone().unwrap_or_default();
+    let rollouts = match app.spec.rollout_restart_targets.is_empty() || client_id.is_empty() {
+        true => Rollouts::default(),
+        false => {
+            let key = rollout::annotation_key("app", &app.name_any(), &app.uid().unwrap_or_default());
+            let (targets, namespace) =
+                (&app.spec.rollout_restart_targets, app.namespace().unwrap_or_default());
+            rollout::roll(&pass.ctx.client, &namespace, targets, &key, &client_id, &secret_name(app)).await
+        }
+    };
+    rollout::announce(&pass.ctx.events, app, &rollouts, &format!("client {client_id}")).await;
+    rollouts
+}
+
+/// The conditions of an integration in sync, and when a waiting recreation is due.
+fn describe(
+    pass: &Pass<'_>,
+    status: &mut DatabricksAppConnectionStatus,
+    rollouts: &Rollouts,
+) -> Option<Duration> {
+    let (app, generation, name) = (pass.app, pass.app.metadata.generation, secret_name(pass.app));
+    let client_id = status.client_id.clone().unwrap_or_default();
+    let mut message = match app.spec.confidential {
+        true => format!("Secret {name} holds the client id and secret of {client_id}"),
+        false => format!("Secret {name} holds the client id {client_id} (public client: no secret)"),
+    };
+    let rotation_waits = pass.request.waits.filter(|_| app.spec.confidential);
+    if let Some(after) = rotation_waits {
+        let interval = pass.ctx.config.rotate_min_interval;
+        message.push_str(&rotate_request::waiting_note("recreation", after, interval));
+    }
+    message.push_str(&rollouts.note(&name));
+    conditions::published(&mut status.conditions, &message, generation);
+    conditions::synced(&mut status.conditions, generation);
+    rotation_waits.map(|after| Duration::try_from(after.duration_since(pass.now)).unwrap_or_default())
+}
+
+/// Writes the Secret if it differs from what it should hold.
+async fn publish(pass: &Pass<'_>, client_id: &str, client_secret: Option<&str>) -> Result<(), Error> {
+    let (app, account, client) = (pass.app, &pass.access.account, &pass.access.client);
+    let mut data =
+        secrets::connection_data(&account.spec.effective_host(), Some(&account.spec.account_id), client_id);
+    if let Some(secret) = client_secret {
+        data.insert(keys::CLIENT_SECRET.to_owned(), secret.to_owned());
+    }
+    data.insert(keys::AUTHORIZATION_ENDPOINT.to_owned(), client.authorization_endpoint());
+    data.insert(keys::TOKEN_ENDPOINT.to_owned(), client.token_endpoint());
+    let desired =
+        secrets::build(app, &secret_name(app), data.clone(), BTreeMap::new(), app.spec.template.as_ref());
+    if pass.published.as_ref().is_some_and(|p| p.data == data && secrets::metadata_current(p, &desired)) {
+        return Ok(());
+    }
+    let api: Api<Secret> = Api::namespaced(pass.ctx.client.clone(), &app.namespace().unwrap_or_default());
+    secrets::apply(&api, &desired).await
+}
+
+/// Deletion: the ledger, never the status, says which integration is this object's.
+async fn cleanup(app: Arc<DatabricksAppConnection>, ctx: &Context) -> Result<Action, Error> {
+    let orphan =
+        orphaned_by_annotation(app.as_ref()) || app.spec.deletion_policy == AppDeletionPolicy::Orphan;
+    let uid = app.uid().unwrap_or_default();
+    let account = &app.spec.account_ref.name;
+    let records = match ledger::read(&ctx.client, account).await {
+        Ok(records) => records,
+        Err(Error::Account { reason: Reason::AccountNotFound, .. }) => return Ok(Action::await_change()),
+        Err(err) => return Err(err),
+    };
+    let forget = async || {
+        ledger::update(&ctx.client, account, |ledger| ledger.app_connections.remove(&uid).is_some())
+            .await
+            .map(drop)
+    };
+    let Some(id) = records.app_connections.get(&uid).and_then(|r| r.integration_id.clone()) else {
+        forget().await?;
+        return Ok(Action::await_change());
+    };
+    let remote = format!("app integration {id}");
+    if !deletion::may_delete_remote(app.as_ref(), ctx, orphan, &remote).await? {
+        forget().await?;
+        return Ok(Action::await_change());
+    }
+    let access = ctx.accounts.client_for(account, &app.namespace().unwrap_or_default()).await;
+    let Some(access) = deletion::or_abandon(app.as_ref(), ctx, &remote, access, false).await? else {
+        forget().await?;
+        return Ok(Action::await_change());
+    };
+    access.client.delete_custom_app(&id).await?;
+    let note = format!("Deleted app integration {id}; its tokens stop working");
+    ctx.event(app.as_ref(), EventType::Normal, "Deleted", "Delete", &note).await;
+    forget().await?;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,69 @@
+//! What wraps every reconcile: counting and timing it, and deciding when a failed one runs again.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use kube::{Resource, ResourceExt, runtime::controller::Action};
+
+use super::context::Context;
+use crate::{
+    controllers::rules::error::Error,
+    metrics::{ControllerLabels, ErrorLabels},
+};
+
+/// When a failed pass of `controller` runs again: soon while waiting helps, in minutes when a person must act.
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
+) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |obj, err, ctx| {
+        let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+        ctx.metrics
+            .reconcile_errors
+            .get_or_create(&ErrorLabels {
+                controller: controller.to_owned(),
+                reason: err.reason().as_str().to_owned(),
+            })
+            .inc();
+        if err.is_deferred() {
+            // Expected while a namespace churns; the metric and the object's condition say so.
+            tracing::debug!(controller, object = %key, error = %err, "pass deferred");
+            // Backoff spreads a churning namespace's retries out; the cap keeps a deferred object of a namespace
+            // that is merely busy from waiting long after its queue has room again.
+            Action::requeue(ctx.backoff.next(&key).min(Duration::from_secs(30)))
+        } else if err.is_transient() {
+            tracing::warn!(controller, object = %key, reason = err.reason().as_str(), error = %err, "reconcile failed; retrying");
+            Action::requeue(ctx.backoff.next(&key))
+        } else {
+            // A person must act: the condition says what; changes to the object reconcile at once anyway.
+            tracing::warn!(controller, object = %key, reason = err.reason().as_str(), error = %err, "reconcile needs attention");
+            Action::requeue(Duration::from_secs(300).max(ctx.backoff.next(&key)))
+        }
+    }
+}
+
+/// Runs one reconcile of `controller`: logged, counted and timed, and its object's backoff reset on success.
+pub async fn instrumented<K, F>(
+    controller: &'static str,
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    run: impl FnOnce(Arc<K>, Arc<Context>) -> F,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    let started = Instant::now();
+    let labels = ControllerLabels { controller: controller.to_owned() };
+    tracing::debug!(controller, object = %key, "reconcile started");
+    let result = run(obj, ctx.clone()).await;
+    tracing::debug!(controller, object = %key, elapsed_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "reconcile finished");
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.backoff.reset(&key);
+    }
+    result
+}

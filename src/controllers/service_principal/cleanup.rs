@@ -1,0 +1,201 @@
+//! Deletion of a ServicePrincipal: act (per the deletion policy, lowered to the adoption grant) only on a
+//! principal confirmed to be this object's own; a status id that is not is left alone. What the object added to
+//! a principal it adopted goes with the object, whatever happens to the principal.
+
+use std::sync::Arc;
+
+use kube::{
+    ResourceExt,
+    runtime::{controller::Action, events::EventType},
+};
+
+use super::{adoption::release_claim, credentials::delete_recorded_secrets};
+use crate::{
+    controllers::{
+        rules::{error::Error, meta::orphaned_by_annotation, ownership},
+        runtime::{context::Context, deletion, lifecycle},
+        services::{accounts::Access, federation},
+    },
+    crd::{PrincipalDeletionPolicy, ServicePrincipal},
+    databricks::{
+        self, AccountClient,
+        types::{PatchOperation, ServicePrincipal as RemotePrincipal},
+    },
+};
+
+/// The deletion policy the object asks for: the orphan annotation, then the spec, then the default (Delete for
+/// created principals, Orphan for adopted ones). An adoption grant may lower it (see [`deletion_for`]).
+pub fn deletion_policy(sp: &ServicePrincipal) -> PrincipalDeletionPolicy {
+    if orphaned_by_annotation(sp) {
+        return PrincipalDeletionPolicy::Orphan;
+    }
+    sp.spec.deletion_policy.unwrap_or(if sp.spec.adopt.is_some() {
+        PrincipalDeletionPolicy::Orphan
+    } else {
+        PrincipalDeletionPolicy::Delete
+    })
+}
+
+pub async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<Action, Error> {
+    // The cached object may lag the last pass's status (a secret just minted): read it fresh.
+    let api = lifecycle::api(ctx, sp.as_ref());
+    let sp = match api.get_opt(&sp.name_any()).await {
+        Ok(Some(fresh)) if fresh.uid() == sp.uid() => Arc::new(fresh),
+        _ => sp,
+    };
+    let requested = deletion_policy(&sp);
+    let id = sp.status.as_ref().and_then(|s| s.id.clone());
+    let adopted = sp.spec.adopt.is_some();
+    // Without a recorded id only a created principal can exist (a create whose status write was lost).
+    if id.is_none() && (adopted || requested == PrincipalDeletionPolicy::Orphan) {
+        release_claim(&sp, ctx).await?;
+        return Ok(Action::await_change());
+    }
+    let remote = format!("service principal {}", id.as_deref().unwrap_or("(found by its tag)"));
+    // The orphan annotation is the escape hatch: no Databricks call at all. An adopted principal left by its
+    // policy still loses what this object added to it (below).
+    let orphan =
+        orphaned_by_annotation(sp.as_ref()) || (requested == PrincipalDeletionPolicy::Orphan && !adopted);
+    if !deletion::may_delete_remote(sp.as_ref(), ctx, orphan, &remote).await? {
+        release_claim(&sp, ctx).await?;
+        return Ok(Action::await_change());
+    }
+    let Some((access, principal)) = resolve(&sp, ctx, id.as_deref(), &remote).await? else {
+        release_claim(&sp, ctx).await?;
+        return Ok(Action::await_change());
+    };
+    let held = ctx.principals.holds_claim(&sp).await?;
+    let policy = deletion_for(&sp, ctx, &access, &principal, requested, held).await?;
+    if held && policy != PrincipalDeletionPolicy::Delete {
+        strip_additions(&sp, ctx, &access.client, &principal.id).await?;
+    }
+    apply_deletion(&sp, ctx, &access.client, &principal.id, policy).await?;
+    release_claim(&sp, ctx).await?;
+    Ok(Action::await_change())
+}
+
+/// The account access and the principal to act on; `None` when there is nothing known to act on, or the
+/// namespace may no longer act on the account (or it is gone), which never blocks the object's (or its
+/// namespace's) deletion.
+async fn resolve(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    id: Option<&str>,
+    remote: &str,
+) -> Result<Option<(Access, RemotePrincipal)>, Error> {
+    let namespace = sp.namespace().unwrap_or_default();
+    let access = ctx.accounts.client_for(&sp.spec.account_ref.name, &namespace).await;
+    let Some(access) = deletion::or_abandon(sp, ctx, remote, access, id.is_none()).await? else {
+        return Ok(None);
+    };
+    match own_principal(sp, ctx, &access, id).await {
+        Ok(Some(principal)) => Ok(Some((access, principal))),
+        Ok(None) => Ok(None),
+        // Nothing was recorded and Databricks refuses the look-up: there is nothing known to act on.
+        Err(Error::Databricks(err)) if id.is_none() && !err.is_retryable() => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// The policy that applies: an adoption no longer allowed, or held by another object, deletes nothing, and an
+/// allowed one does at most what its grant allows (said in a Warning event when that is less than asked for).
+async fn deletion_for(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    access: &Access,
+    principal: &RemotePrincipal,
+    requested: PrincipalDeletionPolicy,
+    held: bool,
+) -> Result<PrincipalDeletionPolicy, Error> {
+    let Some(adopt) = &sp.spec.adopt else { return Ok(requested) };
+    let allowed = match ctx.principals.adoption_refusal(sp, access, principal).await? {
+        None if held => access.grants.adoption(&adopt.application_id),
+        _ => None,
+    };
+    let policy = ownership::adopted_deletion(requested, allowed);
+    if policy != requested {
+        let message = format!(
+            "deletionPolicy {requested:?} lowered to {policy:?}: the adoption grant of {} allows no more",
+            adopt.application_id
+        );
+        ctx.event(sp, EventType::Warning, "DeletionLimited", "Delete", &message).await;
+    }
+    Ok(policy)
+}
+
+/// Removes what this object added to the principal it adopted: the secrets it minted and the federation
+/// policies its namespace's TrustPolicies put on it, then the claim.
+async fn strip_additions(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    client: &AccountClient,
+    id: &str,
+) -> Result<(), Error> {
+    delete_recorded_secrets(client, id, sp.status.as_ref().and_then(|s| s.credentials.as_ref())).await?;
+    federation::remove_policies_on(&ctx.client, &ctx.events, client, sp, id).await?;
+    // Without the claim no TrustPolicy pass confirms the principal any more; one that did just before may have
+    // created a policy since the removal above, so look once more.
+    release_claim(sp, ctx).await?;
+    federation::remove_policies_on(&ctx.client, &ctx.events, client, sp, id).await
+}
+
+/// Carries out `policy` on principal `id`, and says so in an event.
+async fn apply_deletion(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    client: &AccountClient,
+    id: &str,
+    policy: PrincipalDeletionPolicy,
+) -> Result<(), Error> {
+    let (reason, message) = match policy {
+        PrincipalDeletionPolicy::Delete => {
+            client.delete_service_principal(id).await?;
+            ("Deleted", format!("Deleted service principal {id}"))
+        }
+        PrincipalDeletionPolicy::Deactivate => {
+            match client.patch_service_principal(id, &[PatchOperation::replace("active", false)]).await {
+                Err(err) if !err.is_not_found() => return Err(err.into()),
+                _ => {}
+            }
+            if sp.spec.adopt.is_none() {
+                let recorded = sp.status.as_ref().and_then(|s| s.credentials.as_ref());
+                delete_recorded_secrets(client, id, recorded).await?;
+            }
+            ("Deactivated", format!("Deactivated service principal {id}"))
+        }
+        PrincipalDeletionPolicy::Orphan => ("Orphaned", format!("Left service principal {id} in Databricks")),
+    };
+    ctx.event(sp, EventType::Normal, reason, "Delete", &message).await;
+    Ok(())
+}
+
+/// The principal `id` names when it is this object's own; else (edited status) the object's own principal found
+/// by its tag or adoption target, if there is one. `None`: nothing of this object's is left to act on.
+async fn own_principal(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    access: &Access,
+    id: Option<&str>,
+) -> Result<Option<RemotePrincipal>, Error> {
+    let client = &access.client;
+    let uid = sp.uid().unwrap_or_default();
+    let adopt = sp.spec.adopt.as_ref().map(|a| a.application_id.as_str());
+    let Some(id) = id else {
+        return Ok(client.find_service_principals_by_external_id(&uid).await?.into_iter().next());
+    };
+    match client.get_service_principal(id).await {
+        Ok(principal) if ownership::stands_for(&principal, &uid, adopt) => return Ok(Some(principal)),
+        Err(err) if err.is_not_found() => return Ok(None),
+        Ok(_) | Err(databricks::Error::InvalidId { .. }) => {
+            let message = format!(
+                "status.id {id:?} names a service principal this object does not own; it was left untouched"
+            );
+            ctx.event(sp, EventType::Warning, "IdentityMismatch", "Delete", &message).await;
+        }
+        Err(err) => return Err(err.into()),
+    }
+    Ok(match adopt {
+        Some(application_id) => client.find_service_principal_by_application_id(application_id).await?,
+        None => client.find_service_principals_by_external_id(&uid).await?.into_iter().next(),
+    })
+}

@@ -1,0 +1,232 @@
+//! Which remote principal a ServicePrincipal stands for, proven before any write: a principal it created (tagged
+//! with its UID, found by the tag, created when absent) or one it adopted under a grant, claimed in the account's
+//! ledger so no other object adopts it too. An id read from status is only a hint: it is used once Databricks
+//! confirms the tag or the adoption target, and never for a deletion otherwise. Also the principal's own name and
+//! active flag.
+
+use kube::{ResourceExt, runtime::events::EventType};
+
+use super::adoption;
+use crate::{
+    controllers::{
+        rules::{error::Error, ownership, reason::Reason},
+        runtime::context::Context,
+        services::accounts::Access,
+    },
+    crd::{ServicePrincipal, ServicePrincipalStatus},
+    databricks::{
+        self, AccountClient,
+        types::{NewServicePrincipal, PatchOperation, ServicePrincipal as RemotePrincipal},
+    },
+};
+
+/// The remote principal, and whether this pass created it (then it has no secrets and no assignments yet:
+/// nothing to read back).
+pub struct Principal {
+    pub remote: RemotePrincipal,
+    pub created: bool,
+}
+
+impl std::ops::Deref for Principal {
+    type Target = RemotePrincipal;
+    fn deref(&self) -> &RemotePrincipal {
+        &self.remote
+    }
+}
+
+/// The principal this object stands for: from status (once confirmed), by adoption, or found by its tag, or
+/// created (a principal made by this pass has no secrets and no assignments yet).
+pub async fn ensure_principal(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    access: &Access,
+    status: &mut ServicePrincipalStatus,
+) -> Result<Principal, Error> {
+    if let Some(principal) = recorded_principal(sp, ctx, access, status).await? {
+        return Ok(Principal { remote: principal, created: false });
+    }
+    let principal = adopt_or_create(sp, ctx, access).await?;
+    // Not written at once: if the pass stops before its status write, the next one finds the principal by its
+    // tag (or adoption target) again.
+    status.id = Some(principal.id.clone());
+    status.application_id = Some(principal.application_id.clone());
+    Ok(principal)
+}
+
+/// The principal status records, once Databricks confirms it is this object's own. `None`: nothing recorded, or
+/// it was deleted outside the operator (then status forgets it and its secrets).
+async fn recorded_principal(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    access: &Access,
+    status: &mut ServicePrincipalStatus,
+) -> Result<Option<RemotePrincipal>, Error> {
+    let Some(id) = status.id.clone() else { return Ok(None) };
+    let client = &access.client;
+    let uid = sp.uid().unwrap_or_default();
+    let adopt = sp.spec.adopt.as_ref().map(|a| a.application_id.as_str());
+    match client.get_service_principal(&id).await {
+        Ok(principal) if ownership::stands_for(&principal, &uid, adopt) => {
+            if adopt.is_some() {
+                check_adoption(sp, ctx, access, &principal).await?;
+            }
+            Ok(Some(principal))
+        }
+        Ok(_) | Err(databricks::Error::InvalidId { .. }) => {
+            let error = identity_mismatch(sp, ctx, status, &id).await;
+            // Record the object's own principal at once (found by its tag), so a deletion right now still finds
+            // what is really its own.
+            if adopt.is_none()
+                && let Some(own) =
+                    client.find_service_principals_by_external_id(&uid).await?.into_iter().next()
+            {
+                status.id = Some(own.id);
+                status.application_id = Some(own.application_id);
+            }
+            Err(error)
+        }
+        Err(err) if err.is_not_found() => {
+            let message = format!("Service principal {id} was deleted outside the operator; recreating it");
+            ctx.event(sp, EventType::Warning, "RemoteDeleted", "Recreate", &message).await;
+            status.id = None;
+            status.application_id = None;
+            // Its secrets went with it; the Secret is refreshed below.
+            if let Some(credentials) = status.credentials.as_mut() {
+                credentials.secret_id = None;
+                credentials.retiring.clear();
+            }
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The adoption target (granted, found and claimed), or the principal tagged with this object's UID, or a new one.
+async fn adopt_or_create(sp: &ServicePrincipal, ctx: &Context, access: &Access) -> Result<Principal, Error> {
+    let Some(adopt) = &sp.spec.adopt else {
+        let (remote, created) = find_or_create(sp, ctx, &access.client).await?;
+        return Ok(Principal { remote, created });
+    };
+    let application_id = adopt.application_id.as_str();
+    // The grant first: whether an ungranted id exists is none of the namespace's business.
+    if let Some(refusal) = ownership::ungranted_adoption(&access.grants, application_id) {
+        return Err(refusal.into());
+    }
+    let principal =
+        access.client.find_service_principal_by_application_id(application_id).await?.ok_or_else(|| {
+            Error::NeedsAttention {
+                reason: Reason::AdoptTargetNotFound,
+                message: format!("No service principal has application id {application_id}; fix spec.adopt"),
+            }
+        })?;
+    check_adoption(sp, ctx, access, &principal).await?;
+    Ok(Principal { remote: principal, created: false })
+}
+
+/// Status names a principal this object does not stand for (edited by hand, or by someone who may write
+/// `/status`): touch nothing, forget the id, and say so. The next pass finds the object's own principal by its
+/// tag or adoption target.
+async fn identity_mismatch(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    status: &mut ServicePrincipalStatus,
+    id: &str,
+) -> Error {
+    let message = format!(
+        "status.id {id:?} names a service principal this object does not own (not tagged with its UID, not its \
+         adoption target); it was not touched. The operator goes back to its own principal"
+    );
+    ctx.event(sp, EventType::Warning, "IdentityMismatch", "Verify", &message).await;
+    status.id = None;
+    status.application_id = None;
+    Error::Waiting { reason: Reason::IdentityMismatch, message }
+}
+
+/// The principal tagged with this object's UID, or a new one (`true`).
+async fn find_or_create(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    client: &AccountClient,
+) -> Result<(RemotePrincipal, bool), Error> {
+    let uid = sp.uid().unwrap_or_default();
+    let mut tagged = client.find_service_principals_by_external_id(&uid).await?;
+    if tagged.is_empty() {
+        let display_name = sp.spec.display_name.clone().unwrap_or_else(|| sp.name_any());
+        let (created, fresh) = match client
+            .create_service_principal(&NewServicePrincipal::new(&display_name, sp.spec.active, Some(&uid)))
+            .await
+        {
+            Ok(created) => (created, true),
+            // The answer was lost but the write may have happened: look again before trying anything else.
+            Err(err) if matches!(err, databricks::Error::Transport { .. }) => {
+                let found = client.find_service_principals_by_external_id(&uid).await?;
+                (found.into_iter().next().ok_or(err)?, false)
+            }
+            Err(err) => return Err(err.into()),
+        };
+        ctx.fail_point("after-create-principal")?;
+        let message = format!("Created service principal {} ({})", created.id, created.application_id);
+        ctx.event(sp, EventType::Normal, "Created", "Create", &message).await;
+        return Ok((created, fresh));
+    }
+    // More than one tagged principal can only come from an interrupted create: keep the oldest.
+    tagged.sort_by_key(|p| p.id.parse::<i64>().unwrap_or(i64::MAX));
+    let keep = tagged.remove(0);
+    for duplicate in tagged {
+        client.delete_service_principal(&duplicate.id).await?;
+        let message =
+            format!("Deleted duplicate service principal {} left by an interrupted create", duplicate.id);
+        ctx.event(sp, EventType::Warning, "DuplicateDeleted", "Delete", &message).await;
+    }
+    Ok((keep, false))
+}
+
+/// Adoption is allowed (see [`ownership::adoption_refusal`]) and this object holds the principal's claim.
+async fn check_adoption(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    access: &Access,
+    principal: &RemotePrincipal,
+) -> Result<(), Error> {
+    if let Some(refusal) = ctx.principals.adoption_refusal(sp, access, principal).await? {
+        return Err(refusal.into());
+    }
+    adoption::claim(sp, ctx, access, &principal.application_id).await
+}
+
+/// Display name and active flag as the spec says, as far as the object may change them (see
+/// [`ownership::identity_changes`]).
+pub async fn sync_identity(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    access: &Access,
+    principal: &RemotePrincipal,
+) -> Result<(), Error> {
+    let adoption = sp.spec.adopt.as_ref().map(|a| access.grants.adoption(&a.application_id));
+    let changes = ownership::identity_changes(
+        principal,
+        sp.spec.display_name.as_deref(),
+        &sp.name_any(),
+        sp.spec.active,
+        adoption,
+    )?;
+    let mut operations = Vec::new();
+    if let Some(name) = &changes.display_name {
+        operations.push(PatchOperation::replace("displayName", name.clone()));
+    }
+    if let Some(active) = changes.active {
+        operations.push(PatchOperation::replace("active", active));
+    }
+    if operations.is_empty() {
+        return Ok(());
+    }
+    access.client.patch_service_principal(&principal.id, &operations).await?;
+    let message = format!(
+        "Set {}{} on service principal {}",
+        changes.display_name.as_ref().map(|n| format!("display name {n:?} ")).unwrap_or_default(),
+        changes.active.map(|a| format!("active={a}")).unwrap_or_default(),
+        principal.id
+    );
+    ctx.event(sp, EventType::Normal, "Updated", "Update", &message).await;
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Which ServicePrincipal stands for which remote principal, as every kind that acts on a principal must prove it:
+//! the object whose UID a principal is tagged with, the adoption claims in the account's ledger, and the principal
+//! a ServicePrincipal's status names once Databricks confirms it is that object's own.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use kube::{Api, Client, ResourceExt, runtime::reflector::Store};
+
+use super::{accounts::Access, ledger};
+use crate::{
+    controllers::rules::{
+        error::{Error, Refusal},
+        ownership::{self, AdoptionFacts, OtherOwner},
+        reason::Reason,
+    },
+    crd::ServicePrincipal,
+    databricks::{self, types::ServicePrincipal as RemotePrincipal},
+};
+
+/// The ServicePrincipal objects of the cluster, from the principal controller's store once it runs.
+pub struct Principals {
+    kube: Client,
+    /// The principal controller's store: which object created which principal (by UID). Set by the wiring once
+    /// the controller exists; until then every look-up lists the objects.
+    store: Mutex<Option<Store<ServicePrincipal>>>,
+}
+
+impl Principals {
+    pub fn new(kube: Client) -> Self {
+        Self { kube, store: Mutex::new(None) }
+    }
+
+    /// Reads objects from `store` from now on (the running principal controller's).
+    pub fn use_store(&self, store: Store<ServicePrincipal>) {
+        if let Ok(mut current) = self.store.lock() {
+            *current = Some(store);
+        }
+    }
+
+    /// The ServicePrincipal (other than `except`) whose UID is `uid`, as `namespace/name`: the object a tagged
+    /// principal was created for.
+    pub async fn owner_of(&self, uid: &str, except: &str) -> Result<Option<String>, Error> {
+        if uid == except {
+            return Ok(None);
+        }
+        let store = self.store.lock().ok().and_then(|s| s.clone());
+        let objects: Vec<Arc<ServicePrincipal>> = match store {
+            Some(store) => {
+                // A store still loading could miss the owner: wait for it, and decide nothing without it.
+                let ready = tokio::time::timeout(Duration::from_secs(30), store.wait_until_ready()).await;
+                if !matches!(ready, Ok(Ok(()))) {
+                    return Err(Error::Waiting {
+                        reason: Reason::CacheNotReady,
+                        message: "the operator's list of ServicePrincipals is still loading".to_owned(),
+                    });
+                }
+                store.state()
+            }
+            None => Api::<ServicePrincipal>::all(self.kube.clone())
+                .list(&Default::default())
+                .await
+                .map_err(|e| Error::kube("listing ServicePrincipals", e))?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        };
+        Ok(objects
+            .iter()
+            .find(|sp| sp.uid().as_deref() == Some(uid))
+            .map(|sp| format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any())))
+    }
+
+    /// Why `sp` may not adopt `principal` (see [`ownership::adoption_refusal`]), if it may not.
+    pub async fn adoption_refusal(
+        &self,
+        sp: &ServicePrincipal,
+        access: &Access,
+        principal: &RemotePrincipal,
+    ) -> Result<Option<Refusal>, Error> {
+        let uid = sp.uid().unwrap_or_default();
+        let other_owner = match principal.external_id.as_deref().filter(|tag| !tag.is_empty()) {
+            Some(tag) => self.owner_of(tag, &uid).await?.map(|object| OtherOwner { object, created: true }),
+            None => None,
+        };
+        let operator = access.client.application_id();
+        let facts = AdoptionFacts {
+            principal,
+            operator_application_id: operator.as_deref(),
+            other_owner: other_owner.as_ref(),
+        };
+        Ok(ownership::adoption_refusal(&access.grants, facts))
+    }
+
+    /// Whether the account's ledger names `sp` as the adopter of its principal.
+    pub async fn holds_claim(&self, sp: &ServicePrincipal) -> Result<bool, Error> {
+        let Some(adopt) = &sp.spec.adopt else { return Ok(false) };
+        let ledger = ledger::read(&self.kube, &sp.spec.account_ref.name).await?;
+        let uid = sp.uid().unwrap_or_default();
+        Ok(ledger.adoptions.get(&adopt.application_id.to_lowercase()).is_some_and(|r| r.uid == uid))
+    }
+
+    /// The principal a ServicePrincipal's status names, once Databricks confirms it is that object's own (its tag,
+    /// or its adoption target with the claim held and still granted to `access`'s namespace). For objects that act
+    /// on another object's principal (TrustPolicy), which must not trust that object's status either.
+    pub async fn confirmed(&self, access: &Access, sp: &ServicePrincipal) -> Result<RemotePrincipal, Error> {
+        let name = sp.name_any();
+        let not_ready = || Error::Waiting {
+            reason: Reason::ServicePrincipalNotReady,
+            message: format!("ServicePrincipal {name} has no confirmed Databricks id yet; waiting for it"),
+        };
+        let Some(id) = sp.status.as_ref().and_then(|s| s.id.clone()) else { return Err(not_ready()) };
+        let principal = match access.client.get_service_principal(&id).await {
+            Ok(principal) => principal,
+            Err(err) if err.is_not_found() => return Err(not_ready()),
+            Err(databricks::Error::InvalidId { .. }) => return Err(not_ready()),
+            Err(err) => return Err(err.into()),
+        };
+        let uid = sp.uid().unwrap_or_default();
+        let adopt = sp.spec.adopt.as_ref().map(|a| a.application_id.as_str());
+        let confirmed = ownership::stands_for(&principal, &uid, adopt)
+            && match adopt {
+                None => true,
+                // Still a principal it may adopt (not since made an admin or the operator's identity), and its
+                // claim.
+                Some(_) => {
+                    self.adoption_refusal(sp, access, &principal).await?.is_none()
+                        && self.holds_claim(sp).await?
+                }
+            };
+        if !confirmed {
+            return Err(Error::Waiting {
+                reason: Reason::ServicePrincipalMismatch,
+                message: format!(
+                    "ServicePrincipal {name}'s status names principal {id:?}, which is not that object's own; \
+                     nothing was changed in Databricks. Waiting for the ServicePrincipal to find its own principal"
+                ),
+            });
+        }
+        Ok(principal)
+    }
+}

@@ -1,0 +1,358 @@
+//! TrustPolicy: a service principal federation policy from an explicit OIDC source, or from a ServiceAccount of
+//! this cluster (issuer and keys read from the apiserver, kept current: `oidc`), the ConfigMap a pod needs to use
+//! it, and an optional proof that it works (`verify`).
+//!
+//! Policy ids are deterministic, so a create whose answer was lost is found by id: no search is needed.
+
+mod oidc;
+mod verify;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ObjectMeta, Patch, PatchParams},
+    runtime::{controller::Action, events::EventType},
+};
+
+pub use oidc::{cluster_issuer, service_account_oidc};
+
+use crate::{
+    controllers::{
+        rules::{
+            conditions,
+            error::Error,
+            meta::{INSTANCE, MANAGED_BY, MANAGER, keys, orphaned_by_annotation},
+            reason::Reason,
+            tenancy::DelegatedKind,
+        },
+        runtime::{
+            context::Context,
+            deletion,
+            lifecycle::{self, managed},
+        },
+        services::{
+            accounts::Access,
+            federation::{self, Removed, policy_id},
+            secrets, status as status_write,
+        },
+    },
+    crd::{ServicePrincipal, TrustPolicy, TrustPolicyStatus},
+    databricks::{
+        AccountClient,
+        types::{FederationPolicy, OidcPolicy},
+    },
+};
+
+/// The controller's name in metrics and logs.
+pub const CONTROLLER: &str = "trustpolicy";
+/// Where the deploy snippet mounts the projected ServiceAccount token.
+pub const TOKEN_PATH: &str = "/var/run/secrets/databricks/token";
+
+managed!(TrustPolicy, TrustPolicyStatus, "trustpolicies.oauth.databricks-operator.io/cleanup");
+
+pub async fn reconcile(policy: Arc<TrustPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let apply = async |policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStatus| {
+        apply(policy, ctx, status).await?;
+        let message = format!(
+            "Federation policy {} on service principal {} is in sync; ConfigMap {} says how to use it",
+            status.policy_id.as_deref().unwrap_or("?"),
+            status.service_principal_id.as_deref().unwrap_or("?"),
+            config_map_name(policy),
+        );
+        Ok((message, ctx.config.jittered_resync()))
+    };
+    lifecycle::reconcile(policy, ctx, apply, published_intact, cleanup).await
+}
+
+/// Whether the ConfigMap is still there and still ours (its content is rewritten at every full pass).
+async fn published_intact(
+    policy: &TrustPolicy,
+    ctx: &Context,
+    _status: &TrustPolicyStatus,
+) -> Result<bool, Error> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    let name = config_map_name(policy);
+    let existing =
+        api.get_opt(&name).await.map_err(|e| Error::kube(format!("reading ConfigMap {name}"), e))?;
+    let uid = policy.uid().unwrap_or_default();
+    Ok(existing.is_some_and(|c| c.owner_references().iter().any(|r| r.uid == uid)))
+}
+
+fn config_map_name(policy: &TrustPolicy) -> String {
+    format!("{}-databricks-federation", policy.name_any())
+}
+
+/// The principal a policy is put on: the account access of the policy's namespace, and the principal confirmed
+/// in Databricks to be the referenced object's own (its status alone proves nothing).
+struct Target {
+    access: Access,
+    principal_id: String,
+    application_id: String,
+}
+
+/// The referenced ServicePrincipal object (same namespace).
+async fn referenced_object(ctx: &Context, policy: &TrustPolicy) -> Result<ServicePrincipal, Error> {
+    let name = &policy.spec.service_principal_ref.name;
+    let api: Api<ServicePrincipal> =
+        Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    api.get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("reading ServicePrincipal {name}"), e))?
+        .ok_or_else(|| Error::Waiting {
+            reason: Reason::ServicePrincipalNotFound,
+            message: format!("ServicePrincipal {name} does not exist in this namespace"),
+        })
+}
+
+/// The principal of the referenced ServicePrincipal, to delete a policy from.
+async fn referenced_principal(ctx: &Context, policy: &TrustPolicy) -> Result<Target, Error> {
+    let sp = referenced_object(ctx, policy).await?;
+    confirmed(ctx, policy, &sp).await
+}
+
+/// Like [`referenced_principal`], but not while the ServicePrincipal is being deleted: its cleanup removes the
+/// policies put on it, and a policy created meanwhile would outlive it (its own deletion event wakes this
+/// controller).
+async fn writable_principal(ctx: &Context, policy: &TrustPolicy) -> Result<Target, Error> {
+    let sp = referenced_object(ctx, policy).await?;
+    if sp.metadata.deletion_timestamp.is_some() {
+        return Err(Error::Waiting {
+            reason: Reason::ServicePrincipalDeleting,
+            message: format!(
+                "ServicePrincipal {} is being deleted; nothing is written for it",
+                sp.name_any()
+            ),
+        });
+    }
+    confirmed(ctx, policy, &sp).await
+}
+
+async fn confirmed(ctx: &Context, policy: &TrustPolicy, sp: &ServicePrincipal) -> Result<Target, Error> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let access = ctx.accounts.client_for(&sp.spec.account_ref.name, &namespace).await?;
+    let remote = ctx.principals.confirmed(&access, sp).await?;
+    Ok(Target { access, principal_id: remote.id, application_id: remote.application_id })
+}
+
+/// A full pass: the federation policy brought in line (or created), its ConfigMap written, and the proof.
+async fn apply(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStatus) -> Result<(), Error> {
+    let generation = policy.metadata.generation;
+    let target = writable_principal(ctx, policy).await?;
+    target.access.grants.check_kind(DelegatedKind::TrustPolicy)?;
+    let account = &target.access.account;
+    let (oidc, audience) = oidc::desired(&ctx.client, policy, &account.spec.account_id).await?;
+    let want = FederationPolicy {
+        description: policy.spec.description.clone(),
+        oidc_policy: Some(oidc.clone()),
+        ..FederationPolicy::default()
+    };
+    let stored = match find_ours(&target, policy, status).await? {
+        Some(found) => update_if_drifted(ctx, &target, policy, found, &want, &oidc).await?,
+        None => create_with_intent(ctx, &target, policy, status, &want).await?,
+    };
+    status.policy_id = Some(policy_id(policy));
+    status.uid = stored.uid.clone();
+    status.service_principal_id = Some(target.principal_id.clone());
+    conditions::synced(&mut status.conditions, generation);
+    let name = config_map_name(policy);
+    write_config_map(ctx, policy, &name, &target, audience.as_deref()).await?;
+    status.config_map_name = Some(name);
+    match (&policy.spec.kubernetes, policy.spec.verify) {
+        (Some(k8s), true) => {
+            let audience = audience.unwrap_or_else(|| account.spec.account_id.clone());
+            let (client, sa, app_id) =
+                (&target.access.client, &k8s.service_account_name, &target.application_id);
+            let verdict = verify::verify(ctx, policy, client, sa, &audience, app_id).await?;
+            let (ok, reason, message) = (verdict.ok, verdict.reason, verdict.message);
+            conditions::set(&mut status.conditions, conditions::VERIFIED, ok, reason, &message, generation);
+        }
+        _ => status.conditions.retain(|c| c.type_ != conditions::VERIFIED),
+    }
+    Ok(())
+}
+
+/// The policy under this object's id, when it is ours: the one whose uid this object recorded, or, when it recorded
+/// the id but not yet the uid (a create whose answer was lost), the one found under that id. Anything else under
+/// the id is someone else's.
+async fn find_ours(
+    target: &Target,
+    policy: &TrustPolicy,
+    status: &TrustPolicyStatus,
+) -> Result<Option<FederationPolicy>, Error> {
+    let (id, principal_id) = (policy_id(policy), &target.principal_id);
+    let found = match target.access.client.get_federation_policy(principal_id, &id).await {
+        Ok(found) => found,
+        Err(err) if err.is_not_found() => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    let recorded = status.uid.is_some() && status.uid == found.uid;
+    let interrupted = status.uid.is_none() && status.policy_id.as_deref() == Some(id.as_str());
+    if !recorded && !interrupted {
+        return Err(policy_conflict(&id, principal_id));
+    }
+    Ok(Some(found))
+}
+
+/// Reverts changes made in Databricks (and applies spec changes).
+async fn update_if_drifted(
+    ctx: &Context,
+    target: &Target,
+    policy: &TrustPolicy,
+    found: FederationPolicy,
+    want: &FederationPolicy,
+    oidc: &OidcPolicy,
+) -> Result<FederationPolicy, Error> {
+    let drifted = found.description != want.description
+        || oidc::normalized(found.oidc_policy.as_ref()) != oidc::normalized(Some(oidc));
+    if !drifted {
+        return Ok(found);
+    }
+    let id = policy_id(policy);
+    let client = &target.access.client;
+    let updated =
+        client.update_federation_policy(&target.principal_id, &id, "description,oidc_policy", want).await?;
+    let note = format!("Updated federation policy {id}");
+    ctx.event(policy, EventType::Normal, "Updated", "Update", &note).await;
+    Ok(updated)
+}
+
+/// Creates the policy, with the intent recorded before the create: a create whose answer is lost is recognised
+/// by it.
+async fn create_with_intent(
+    ctx: &Context,
+    target: &Target,
+    policy: &TrustPolicy,
+    status: &mut TrustPolicyStatus,
+    want: &FederationPolicy,
+) -> Result<FederationPolicy, Error> {
+    let (id, principal_id) = (policy_id(policy), &target.principal_id);
+    status.policy_id = Some(id.clone());
+    status.uid = None;
+    status.service_principal_id = Some(principal_id.clone());
+    status_write::replace(&lifecycle::api(ctx, policy), policy, status).await?;
+    let created = match target.access.client.create_federation_policy(principal_id, Some(&id), want).await {
+        Ok(created) => created,
+        Err(err) => {
+            // Databricks said no (4xx): nothing was created under the id, so the intent must not stand (on a
+            // conflict the policy there is someone else's). A lost answer or a 5xx keeps it.
+            if err.status().is_some_and(|s| (400..500).contains(&s)) {
+                status.policy_id = None;
+            }
+            return Err(if err.is_conflict() {
+                policy_conflict(&id, principal_id)
+            } else if err.is_limit_reached() {
+                Error::NeedsAttention {
+                    reason: Reason::PolicyLimitReached,
+                    message: format!(
+                        "Service principal {principal_id} already has the Databricks maximum of 20 federation \
+                         policies; delete one: {err}"
+                    ),
+                }
+            } else {
+                err.into()
+            });
+        }
+    };
+    let note = format!("Created federation policy {id} on service principal {principal_id}");
+    ctx.event(policy, EventType::Normal, "Created", "Create", &note).await;
+    Ok(created)
+}
+
+fn policy_conflict(id: &str, sp_id: &str) -> Error {
+    Error::NeedsAttention {
+        reason: Reason::PolicyConflict,
+        message: format!(
+            "Service principal {sp_id} already has a federation policy {id} that this TrustPolicy did not create; \
+             it was left untouched. Choose another spec.policyId (or delete that policy in Databricks)"
+        ),
+    }
+}
+
+/// The ConfigMap a pod mounts to use the federation (`DATABRICKS_AUTH_TYPE=file-oidc`).
+fn config_map_data(target: &Target, audience: Option<&str>) -> BTreeMap<String, String> {
+    let account = &target.access.account;
+    let host = account.spec.effective_host();
+    let mut data = secrets::connection_data(&host, Some(&account.spec.account_id), &target.application_id);
+    data.insert(keys::AUTH_TYPE.to_owned(), "file-oidc".to_owned());
+    data.insert(keys::OIDC_TOKEN_FILEPATH.to_owned(), TOKEN_PATH.to_owned());
+    if let Some(audience) = audience {
+        data.insert(keys::TOKEN_AUDIENCE.to_owned(), audience.to_owned());
+    }
+    data
+}
+
+/// Writes the ConfigMap when it differs, never over one this object does not own.
+async fn write_config_map(
+    ctx: &Context,
+    policy: &TrustPolicy,
+    name: &str,
+    target: &Target,
+    audience: Option<&str>,
+) -> Result<(), Error> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    let data = config_map_data(target, audience);
+    let existing =
+        api.get_opt(name).await.map_err(|e| Error::kube(format!("reading ConfigMap {name}"), e))?;
+    let uid = policy.uid().unwrap_or_default();
+    if let Some(existing) = &existing {
+        if !existing.owner_references().iter().any(|r| r.uid == uid) {
+            return Err(Error::NeedsAttention {
+                reason: Reason::ConfigMapConflict,
+                message: format!(
+                    "ConfigMap {name} exists and is not owned by this TrustPolicy; the operator will not overwrite it"
+                ),
+            });
+        }
+        if existing.data.as_ref() == Some(&data) {
+            return Ok(());
+        }
+    }
+    let labels = BTreeMap::from([
+        (MANAGED_BY.to_owned(), MANAGER.to_owned()),
+        (INSTANCE.to_owned(), policy.name_any()),
+    ]);
+    let config_map = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(labels),
+            owner_references: policy.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        data: Some(data),
+        ..ConfigMap::default()
+    };
+    api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&config_map))
+        .await
+        .map(drop)
+        .map_err(|e| Error::kube(format!("writing ConfigMap {name}"), e))
+}
+
+/// Deletion: only a policy whose uid this object recorded is deleted, under the principal's confirmed id.
+async fn cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Error> {
+    if policy.status.as_ref().and_then(|s| s.uid.as_ref()).is_none() {
+        return Ok(Action::await_change());
+    }
+    let id = policy_id(&policy);
+    let remote = format!("federation policy {id}");
+    let orphan = orphaned_by_annotation(policy.as_ref());
+    if !deletion::may_delete_remote(policy.as_ref(), ctx, orphan, &remote).await? {
+        return Ok(Action::await_change());
+    }
+    // Without its principal (object or remote) there is nothing to delete: the policy went with the principal.
+    let target = match referenced_principal(ctx, &policy).await {
+        Err(Error::Waiting { .. }) => return Ok(Action::await_change()),
+        other => other,
+    };
+    let Some(target) = deletion::or_abandon(policy.as_ref(), ctx, &remote, target, false).await? else {
+        return Ok(Action::await_change());
+    };
+    let client: &AccountClient = &target.access.client;
+    let removed = federation::delete_recorded(&ctx.events, client, &policy, &target.principal_id, "").await?;
+    if removed == Removed::NotOurs {
+        let note = format!("Federation policy {id} is not the one this object created; left untouched");
+        ctx.event(policy.as_ref(), EventType::Warning, "IdentityMismatch", "Delete", &note).await;
+    }
+    Ok(Action::await_change())
+}
