@@ -35,7 +35,9 @@ fmt-check: ## Check formatting
 	$(CARGO) fmt --all -- --check
 
 .PHONY: lint
-lint: ## Clippy with warnings as errors (the e2e tests too, which `cargo test` does not build)
+lint: ## Clippy with warnings as errors (the e2e tests too, which `cargo test` does not build); the layers of src/ (docs/architecture.md)
+	python3 hack/check-layers.py --self-test .
+	python3 hack/check-layers.py .
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) clippy --test e2e --locked -- -D warnings
 

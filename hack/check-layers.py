@@ -302,14 +302,52 @@ def check_lengths(tree, problems):
                 problems.add(f"{rel}:{i + 1}: fn {m.group(1)} is {length} lines (at most {MAX_FN_LINES})")
 
 
-def main():
-    root = sys.argv[1] if len(sys.argv) > 1 else "."
+def problems_of(root):
     tree = Tree(root)
     problems = set()
     edges = check_imports(tree, problems)
     for component in cycles(edges):
-        problems.add("import cycle: " + " -> ".join(name(m) for m in component))
+        problems.add("import cycle among: " + ", ".join(name(m) for m in component))
     check_lengths(tree, problems)
+    return problems
+
+
+def self_test(root):
+    """The check fails on each kind of violation: planted in a copy of `src/`, each must be reported."""
+    import shutil
+    import tempfile
+
+    plants = {
+        "kind imports kind": ("src/controllers/service_principal/mod.rs", "use crate::controllers::trust_policy::CONTROLLER;\n",
+                              "kinds never import kinds"),
+        "lower imports higher": ("src/controllers/rules/meta.rs", "use crate::controllers::runtime::context::Context;\n",
+                                 "a higher layer"),
+        "child imports parent": ("src/controllers/service_principal/rotation.rs", "use super::CONTROLLER;\n",
+                                 "of its own parent module"),
+        "cycle": ("src/databricks/response.rs", "use super::client::AccountClient;\n", "import cycle"),
+        "long function": ("src/controllers/rules/intent.rs",
+                          "pub fn long() {\n" + "    let _ = 1;\n" * 90 + "}\n", "fn long is"),
+    }
+    failures = []
+    for what, (path, line, expected) in plants.items():
+        with tempfile.TemporaryDirectory() as copy:
+            shutil.copytree(os.path.join(root, "src"), os.path.join(copy, "src"))
+            target = os.path.join(copy, path)
+            text = open(target, encoding="utf-8").read()
+            open(target, "w", encoding="utf-8").write(line + text)
+            found = problems_of(copy)
+            if not any(expected in p for p in found):
+                failures.append(f"{what} ({path}) was not reported: {sorted(found)}")
+    for failure in failures:
+        print(f"self-test: {failure}")
+    return 1 if failures else 0
+
+
+def main():
+    root = next((a for a in sys.argv[1:] if not a.startswith("--")), ".")
+    if "--self-test" in sys.argv:
+        return self_test(root)
+    problems = problems_of(root)
     for problem in sorted(problems):
         print(problem)
     if problems:

@@ -250,6 +250,31 @@ fn invalid_grant(description: impl Into<String>) -> ApiError {
 }
 
 async fn token_exchange(shared: &Shared, form: &HashMap<String, String>) -> Result<Json<Value>, ApiError> {
+    let (subject_token, header) = subject_jwt(form)?;
+    // Candidate policies and who a match acts as, decided while holding the lock; keys are fetched outside it.
+    let (candidates, account_id, now) = {
+        let state = shared.state.lock().await;
+        let candidates = candidate_policies(&state, form.get("client_id"))?;
+        (candidates, state.config.account_id.clone(), state.now().as_second())
+    };
+    if candidates.is_empty() {
+        return Err(invalid_grant("no federation policy applies to this request"));
+    }
+    let mut reasons = Vec::new();
+    for (policy, principal) in candidates {
+        match verify_against(&shared.http, subject_token, &header, &policy, &account_id, now).await {
+            Ok((subject, exp)) => {
+                let mut state = shared.state.lock().await;
+                return issue_exchanged(&mut state, form, &policy, principal, &subject, exp);
+            }
+            Err(reason) => reasons.push(format!("policy {}: {reason}", policy.policy_id)),
+        }
+    }
+    Err(invalid_grant(format!("the token matches no federation policy ({})", reasons.join("; "))))
+}
+
+/// The subject token of an exchange request, a JWT signed with an algorithm Databricks accepts, and its header.
+fn subject_jwt(form: &HashMap<String, String>) -> Result<(&str, jsonwebtoken::Header), ApiError> {
     let subject_token = form.get("subject_token").ok_or_else(|| {
         ApiError::oauth(StatusCode::BAD_REQUEST, "invalid_request", "subject_token is required")
     })?;
@@ -268,71 +293,56 @@ async fn token_exchange(shared: &Shared, form: &HashMap<String, String>) -> Resu
             header.alg
         )));
     }
-    // Candidate policies and who a match acts as, decided while holding the lock; keys are fetched outside it.
-    let (candidates, account_id, now): (Vec<(Policy, Option<String>)>, String, i64) = {
-        let state = shared.state.lock().await;
-        let account_id = state.config.account_id.clone();
-        let now = state.now().as_second();
-        let candidates = match form.get("client_id") {
-            Some(client_id) => {
-                let principal = state
-                    .principals
-                    .values()
-                    .find(|p| &p.application_id == client_id && p.active)
-                    .ok_or_else(|| invalid_grant("no active service principal has this client_id"))?;
-                state
-                    .policies
-                    .iter()
-                    .filter(|((sp, _), _)| sp == &principal.id)
-                    .map(|(_, p)| (p.clone(), Some(principal.id.clone())))
-                    .collect()
-            }
-            None => state
-                .policies
-                .iter()
-                .filter(|((sp, _), _)| sp.is_empty())
-                .map(|(_, p)| (p.clone(), None))
-                .collect(),
-        };
-        (candidates, account_id, now)
+    Ok((subject_token, header))
+}
+
+/// The policies an exchange may match, with the principal a match acts as: the principal's own policies when the
+/// request names its `client_id`, else the account-wide ones (the principal then comes from the subject).
+fn candidate_policies(
+    state: &State,
+    client_id: Option<&String>,
+) -> Result<Vec<(Policy, Option<String>)>, ApiError> {
+    let Some(client_id) = client_id else {
+        let account_wide = state.policies.iter().filter(|((sp, _), _)| sp.is_empty());
+        return Ok(account_wide.map(|(_, p)| (p.clone(), None)).collect());
     };
-    if candidates.is_empty() {
-        return Err(invalid_grant("no federation policy applies to this request"));
-    }
-    let mut reasons = Vec::new();
-    for (policy, principal) in candidates {
-        match verify_against(&shared.http, subject_token, &header, &policy, &account_id, now).await {
-            Ok((subject, exp)) => {
-                let mut state = shared.state.lock().await;
-                let principal_id = match principal {
-                    Some(id) => id,
-                    // Account-wide federation: the subject names an existing service principal's application id.
-                    None => state
-                        .principals
-                        .values()
-                        .find(|p| p.application_id == subject && p.active)
-                        .map(|p| p.id.clone())
-                        .ok_or_else(|| {
-                            invalid_grant(format!(
-                                "subject '{subject}' does not map to an active service principal"
-                            ))
-                        })?,
-                };
-                let now = state.now().as_second();
-                let ttl = SignedDuration::from_secs((exp - now).clamp(1, M2M_TTL.as_secs()));
-                let scopes = requested_scopes(form);
-                let token_subject = TokenSubject::Principal {
-                    principal_id,
-                    secret_id: None,
-                    policy_uid: Some(policy.uid.clone()),
-                };
-                let (token, expires_in) = state.issue_token(token_subject, scopes.clone(), ttl);
-                return Ok(token_response(token, expires_in, &scopes, None));
-            }
-            Err(reason) => reasons.push(format!("policy {}: {reason}", policy.policy_id)),
-        }
-    }
-    Err(invalid_grant(format!("the token matches no federation policy ({})", reasons.join("; "))))
+    let principal = state
+        .principals
+        .values()
+        .find(|p| &p.application_id == client_id && p.active)
+        .ok_or_else(|| invalid_grant("no active service principal has this client_id"))?;
+    let own = state.policies.iter().filter(|((sp, _), _)| sp == &principal.id);
+    Ok(own.map(|(_, p)| (p.clone(), Some(principal.id.clone()))).collect())
+}
+
+/// The token an exchange that matched `policy` gets, acting as `principal` (or, account-wide, as the active
+/// principal whose application id is the subject), valid no longer than the subject token.
+fn issue_exchanged(
+    state: &mut State,
+    form: &HashMap<String, String>,
+    policy: &Policy,
+    principal: Option<String>,
+    subject: &str,
+    exp: i64,
+) -> Result<Json<Value>, ApiError> {
+    let principal_id = match principal {
+        Some(id) => id,
+        None => state
+            .principals
+            .values()
+            .find(|p| p.application_id == subject && p.active)
+            .map(|p| p.id.clone())
+            .ok_or_else(|| {
+                invalid_grant(format!("subject '{subject}' does not map to an active service principal"))
+            })?,
+    };
+    let now = state.now().as_second();
+    let ttl = SignedDuration::from_secs((exp - now).clamp(1, M2M_TTL.as_secs()));
+    let scopes = requested_scopes(form);
+    let token_subject =
+        TokenSubject::Principal { principal_id, secret_id: None, policy_uid: Some(policy.uid.clone()) };
+    let (token, expires_in) = state.issue_token(token_subject, scopes.clone(), ttl);
+    Ok(token_response(token, expires_in, &scopes, None))
 }
 
 /// Verifies `token` against one policy: signature (key from `jwks_json`, `jwks_uri`, or the issuer's discovery),

@@ -158,24 +158,13 @@ pub fn adoption_claim<'a>(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::{crd::DatabricksAccountSpec, databricks::types::ComplexValue};
+    use crate::{
+        controllers::rules::tenancy::tests::{APP, labels, spec},
+        databricks::types::ComplexValue,
+    };
     use serde_json::json;
 
-    fn spec(value: serde_json::Value) -> DatabricksAccountSpec {
-        let mut base =
-            json!({"accountId": "0d3c8a0e-6f1b-4c2a-9a57-3f2b1e4d5c6a", "auth": {"workloadIdentity": {}}});
-        base.as_object_mut().expect("object").extend(value.as_object().expect("object").clone());
-        serde_json::from_value(base).expect("spec")
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-    }
-
-    const APP: &str = "6a1f2c3d-0000-4000-8000-000000000001";
     const OPERATOR: &str = "6a1f2c3d-0000-4000-8000-0000000000aa";
 
     fn principal(app_id: &str, external_id: Option<&str>, roles: &[&str]) -> RemotePrincipal {

@@ -171,11 +171,11 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn spec(value: serde_json::Value) -> DatabricksAccountSpec {
+    pub(crate) fn spec(value: serde_json::Value) -> DatabricksAccountSpec {
         let mut base =
             json!({"accountId": "0d3c8a0e-6f1b-4c2a-9a57-3f2b1e4d5c6a", "auth": {"workloadIdentity": {}}});
         base.as_object_mut().expect("object").extend(value.as_object().expect("object").clone());
@@ -186,11 +186,11 @@ mod tests {
         WorkspaceAssignment { workspace_id: workspace, permissions: vec![permission] }
     }
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pub(crate) fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
-    const APP: &str = "6a1f2c3d-0000-4000-8000-000000000001";
+    pub(crate) const APP: &str = "6a1f2c3d-0000-4000-8000-000000000001";
 
     #[test]
     fn no_rules_grant_principals_only() {
