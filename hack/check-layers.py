@@ -88,7 +88,8 @@ def module_of(rel):
 
 
 def expand(tree):
-    """A use tree (`a::{b, c::{d, self}}`) as paths."""
+    """A use tree (`a::{b, c::{d as e, self}}`) as paths (aliases dropped)."""
+    tree = re.sub(r"\s+as\s+\w+", "", tree)
     tree = re.sub(r"\s+", "", tree)
     depth, split = 0, None
     for i, ch in enumerate(tree):
@@ -99,7 +100,7 @@ def expand(tree):
         elif ch == "}":
             depth -= 1
     if split is None:
-        return [re.sub(r"as\w+$", "", tree) if "as" in tree.split("::")[-1] else tree]
+        return [tree]
     prefix = tree[:split].rstrip(":")
     inner = tree[split + 1:tree.rindex("}")]
     items, depth, start = [], 0, 0
@@ -115,9 +116,7 @@ def expand(tree):
     paths = []
     for item in filter(None, items):
         for sub in expand(item):
-            if sub == "self":
-                paths.append(prefix)
-            elif sub == "*":
+            if sub in ("self", "*"):
                 paths.append(prefix)
             else:
                 paths.append(f"{prefix}::{sub}" if prefix else sub)

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 use clap::{Parser, Subcommand};
 use databricks_oauth_operator::{
     controllers::{self, Context, FailPoints},
-    crd::{self, DatabricksAccount, ServicePrincipal, parse_duration},
+    crd::{self, DatabricksAccount, DatabricksClaim, ServicePrincipal, parse_duration},
     http::{self, Readiness},
     metrics::Metrics,
 };
@@ -200,5 +200,9 @@ async fn check_crds(client: &Client) -> Result<(), String> {
         .list_metadata(&params)
         .await
         .map_err(|e| format!("the ServicePrincipal CRD is not usable ({e}); {hint}"))?;
+    Api::<DatabricksClaim>::all(client.clone())
+        .list_metadata(&params)
+        .await
+        .map_err(|e| format!("the DatabricksClaim CRD is not usable ({e}); {hint}"))?;
     Ok(())
 }

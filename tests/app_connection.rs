@@ -442,3 +442,63 @@ async fn the_rotate_annotation_recreates_an_app_at_most_once_per_interval() {
     assert_eq!(creates, 2, "created once, recreated once for both values");
     assert_eq!(operator.admin.list_custom_apps().await.expect("list").len(), 1);
 }
+
+/// An upgrade from the ledger kept in the account's status: the records move into DatabricksClaims and the status
+/// forgets them; the app connection keeps its integration (no second one is created).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_of_an_earlier_version_moves_into_claims() {
+    use databricks_oauth_operator::crd::{DatabricksAccount, DatabricksClaim};
+    use databricks_oauth_operator::databricks::types::NewCustomApp;
+    let env = TestEnv::new().await;
+    let operator = env.operator(OperatorOptions::default()).await;
+    // An integration the earlier version created, and its object, paused so nothing is written before the move.
+    let want = NewCustomApp {
+        name: "legacy-portal".into(),
+        redirect_urls: vec!["https://legacy.example.com/cb".into()],
+        ..NewCustomApp::default()
+    };
+    let created = operator.admin.create_custom_app(&want).await.expect("integration");
+    let object: DatabricksAppConnection = serde_json::from_value(json!({
+        "metadata": {"name": "legacy-portal", "annotations": {"oauth.databricks-operator.io/paused": "true"}},
+        "spec": {"accountRef": {"name": operator.account}, "redirectUrls": ["https://legacy.example.com/cb"]}}))
+    .expect("app");
+    let uid =
+        apps(&env).create(&PostParams::default(), &object).await.expect("create").metadata.uid.expect("uid");
+    wait_condition(&env, "legacy-portal", "Ready", "False", Some("Paused")).await;
+    // The earlier version's record, written as it wrote it.
+    let accounts: Api<DatabricksAccount> = Api::all(env.client.clone());
+    let ledger = json!({"status": {"appConnections": {uid.clone(): {"namespace": env.namespace, "name": "legacy-portal",
+        "displayName": "legacy-portal", "integrationId": created.integration_id}}}});
+    accounts
+        .patch_status(&operator.account, &PatchParams::default(), &Patch::Merge(&ledger))
+        .await
+        .expect("ledger");
+    let claims: Api<DatabricksClaim> = Api::all(env.client.clone());
+    let name = format!("app.{}.{uid}", support::operator::ACCOUNT_ID);
+    let claim = wait_for(TIMEOUT, || async { claims.get_opt(&name).await.ok()? })
+        .await
+        .expect("the record became a claim");
+    assert_eq!(claim.spec.remote.id.as_deref(), Some(created.integration_id.as_str()));
+    assert_eq!(
+        (claim.spec.owner.namespace.as_str(), claim.spec.owner.name.as_str()),
+        (env.namespace.as_str(), "legacy-portal")
+    );
+    wait_for(TIMEOUT, || async {
+        let status = accounts.get(&operator.account).await.ok()?.status?;
+        status.app_connections.is_empty().then_some(())
+    })
+    .await
+    .expect("the account's status forgets the record");
+    // Unpaused, the object uses the recorded integration.
+    patch(
+        &env,
+        "legacy-portal",
+        json!({"metadata": {"annotations": {"oauth.databricks-operator.io/paused": null}}}),
+    )
+    .await;
+    let ready = wait_condition(&env, "legacy-portal", "Ready", "True", None).await;
+    let status = ready.status.expect("status");
+    assert_eq!(status.integration_id.as_deref(), Some(created.integration_id.as_str()));
+    let listed = operator.admin.list_custom_apps().await.expect("apps");
+    assert_eq!(listed.iter().filter(|a| a.name == "legacy-portal").count(), 1, "no second integration");
+}

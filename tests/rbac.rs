@@ -146,6 +146,23 @@ async fn scenario(env: &TestEnv, as_operator: kube::Client, watch: Option<String
         )
     });
 
+    // An object naming an account that does not exist: the operator reads it (not only its watch cache) to tell.
+    let stray: DatabricksAppConnection =
+        serde_json::from_value(json!({"metadata": {"name": "rbac-stray"}, "spec": {
+        "accountRef": {"name": "no-such-account"}, "redirectUrls": ["https://a.example.com/cb"]}}))
+        .expect("app");
+    apps.create(&PostParams::default(), &stray).await.expect("stray app");
+    wait_for(TIMEOUT, || async {
+        let app = apps.get("rbac-stray").await.ok()?;
+        app.status?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "AccountNotFound")
+            .then_some(())
+    })
+    .await
+    .expect("AccountNotFound as the operator's ServiceAccount");
+
     // Dropping the credentials deletes the published Secret.
     env.patch_principal("rbac-sp", json!({"spec": {"credentials": {"type": "None"}}})).await;
     wait_for(TIMEOUT, || async {

@@ -12,7 +12,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use databricks_emulator::FaultRule;
 use databricks_oauth_operator::{
-    crd::{DatabricksAccount, DatabricksAppConnection, ServicePrincipal, TrustPolicy},
+    crd::{DatabricksAccount, DatabricksAppConnection, DatabricksClaim, ServicePrincipal, TrustPolicy},
     databricks::{
         AccountClient,
         types::{NewServicePrincipal, PatchOperation, ServicePrincipal as RemotePrincipal},
@@ -620,7 +620,7 @@ async fn app_connections_of_the_same_name_never_interfere() {
     }
     // A create Databricks refuses leaves no standing intent behind: a later integration of that name is never
     // taken for this object's leftover. Databricks refuses every attempt until the fault is cleared; each attempt
-    // records its intent before the create and withdraws it after the refusal, so the ledger settles at "nothing
+    // records its intent before the create and withdraws it after the refusal, so the claim settles at "nothing
     // created, nothing pending" between attempts.
     world.operator.emulator.add_fault(FaultRule::status("apps.create", 400)).await;
     let refused: DatabricksAppConnection =
@@ -634,15 +634,14 @@ async fn app_connections_of_the_same_name_never_interfere() {
     )
     .await;
     let uid = refused.uid().expect("uid");
-    let accounts: Api<DatabricksAccount> = Api::all(world.env.client.clone());
+    let claims: Api<DatabricksClaim> = Api::all(world.env.client.clone());
+    let claim_name = format!("app.{}.{uid}", support::operator::ACCOUNT_ID);
     let settled = wait_for(TIMEOUT, || async {
-        let ledger = accounts.get(&world.operator.account).await.ok()?.status?;
-        let record = ledger.app_connections.get(&uid)?.clone();
-        (record.integration_id.is_none() && record.creating_since.is_none()).then_some(record)
+        let claim = claims.get(&claim_name).await.ok()?;
+        (claim.spec.remote.id.is_none() && claim.spec.creating_since.is_none()).then_some(claim)
     })
     .await;
-    let ledger = accounts.get(&world.operator.account).await.expect("account").status.expect("status");
-    assert!(settled.is_ok(), "a refused create left an intent: {:?}", ledger.app_connections.get(&uid));
+    assert!(settled.is_ok(), "a refused create left an intent: {:?}", claims.get_opt(&claim_name).await);
     world.operator.emulator.clear_faults().await;
     merge::<DatabricksAppConnection>(
         a,

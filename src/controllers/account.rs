@@ -12,6 +12,7 @@ use kube::{
 use super::{
     rules::{conditions, error::Error, meta::MANAGER, reason::Reason},
     runtime::{context::Context, memory::Fingerprint},
+    services::ledger,
 };
 use crate::{
     crd::{DatabricksAccount, DatabricksAccountSpec, DatabricksAccountStatus},
@@ -25,6 +26,8 @@ pub const CONTROLLER: &str = "databricksaccount";
 pub async fn reconcile(account: Arc<DatabricksAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
     let generation = account.metadata.generation;
     let uid = account.uid().unwrap_or_default();
+    // An earlier version's ledger left on the account (a migration at start that failed halfway).
+    ledger::migrate(&ctx.client, &ctx.claims, &account).await?;
     let client = ctx.accounts.checked_client(&account.name_any()).await;
     // Proven with this spec and these credentials (same client) since the last resync: nothing to call.
     let fingerprint = client.as_ref().ok().map(|(_, c)| Fingerprint::with(generation, c.instance_id()));
@@ -71,8 +74,8 @@ pub async fn reconcile(account: Arc<DatabricksAccount>, ctx: Arc<Context>) -> Re
     Ok(action)
 }
 
-/// Applies the fields of the status this controller owns, when they changed: the ownership records beside them
-/// are the ledger's (see `services::ledger`).
+/// Applies the fields of the status this controller owns, when they changed (an earlier version's ownership
+/// ledger beside them is moved into claims and cleared by `services::ledger`).
 async fn write_own_status(
     ctx: &Context,
     account: &DatabricksAccount,

@@ -10,6 +10,7 @@
 
 mod account;
 mod app_connection;
+mod claim;
 mod duration;
 mod service_principal;
 mod shared;
@@ -24,6 +25,7 @@ use kube::CustomResourceExt;
 
 pub use account::*;
 pub use app_connection::*;
+pub use claim::*;
 pub use duration::parse_duration;
 pub use service_principal::*;
 pub use shared::*;
@@ -43,6 +45,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         ServicePrincipal::crd(),
         DatabricksAppConnection::crd(),
         TrustPolicy::crd(),
+        DatabricksClaim::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

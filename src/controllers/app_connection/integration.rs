@@ -1,8 +1,8 @@
 //! The app integration itself: what the spec asks for, creating it with a recorded intent, recovering a create
 //! whose answer was lost, and reverting drift. Integrations carry no tag in Databricks, so which object owns which
-//! integration is recorded in the account's ledger (`status.appConnections` of the DatabricksAccount, which tenants
-//! cannot write): the intent to create is recorded there first, and an integration with the same name created
-//! within the window after it, owned by no one, is a leftover of this object's interrupted create.
+//! integration is recorded in the object's DatabricksClaim (cluster-scoped, which tenants cannot write): the
+//! intent to create is recorded there first, and an integration with the same name created within the window
+//! after it, owned by no claim, is a leftover of this object's interrupted create.
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{ResourceExt, runtime::events::EventType};
@@ -10,15 +10,16 @@ use kube::{ResourceExt, runtime::events::EventType};
 use crate::{
     controllers::{
         rules::{
+            claims::{self, LABEL_DISPLAY_NAME, LABEL_OWNER_NAMESPACE, LABEL_REMOTE_ID, Listed, Recovery},
             error::Error,
-            intent::{self, parse_time},
+            intent::parse_time,
             reason::Reason,
         },
         runtime::context::Context,
-        services::ledger,
+        services::accounts::Access,
     },
     crd::{
-        AppConnectionRecord, DatabricksAccountStatus, DatabricksAppConnection, DatabricksAppConnectionStatus,
+        ClaimedKind, ClaimedObject, DatabricksAppConnection, DatabricksAppConnectionStatus, DatabricksClaim,
     },
     databricks::{
         self, AccountClient,
@@ -26,7 +27,7 @@ use crate::{
     },
 };
 
-/// App connections one namespace may record on an account (the records live in the account's status).
+/// App connections one namespace may have on an account.
 const MAX_APPS_PER_NAMESPACE: usize = 100;
 
 pub fn display_name(app: &DatabricksAppConnection) -> String {
@@ -50,150 +51,203 @@ pub fn desired(app: &DatabricksAppConnection) -> NewCustomApp {
     }
 }
 
+/// This object's claim on its integration (the intent to create it, then its id), if it has one.
+pub async fn own_claim(
+    app: &DatabricksAppConnection,
+    ctx: &Context,
+    account_id: &str,
+) -> Result<Option<DatabricksClaim>, Error> {
+    let uid = app.uid().unwrap_or_default();
+    let claim = ctx.claims.get(&claims::app_claim_name(account_id, &uid)).await?;
+    Ok(claim.filter(|c| claims::held_by(c, &uid)))
+}
+
+/// The integration a claim records.
+pub fn claimed_id(claim: Option<&DatabricksClaim>) -> Option<String> {
+    claim.and_then(|c| c.spec.remote.id.clone())
+}
+
 /// An integration created by a pass of this object that never recorded it: kept (public) or deleted
 /// (confidential: its secret was lost); duplicates are deleted. Only integrations of this display name, created
-/// after this object's recorded intent and owned by no object, are candidates; while another object of the same
-/// name has a create in flight that could have made one of them, nothing is touched.
+/// after this object's recorded intent and owned by no claim, are candidates; while an older create of another
+/// object of the same name could have made one of them, nothing is touched.
 pub async fn recover_interrupted_create(
     app: &DatabricksAppConnection,
     ctx: &Context,
     client: &AccountClient,
-    records: &DatabricksAccountStatus,
+    claim: &DatabricksClaim,
 ) -> Result<Option<CustomApp>, Error> {
-    let uid = app.uid().unwrap_or_default();
-    let Some(record) = records.app_connections.get(&uid) else { return Ok(None) };
-    let Some(since) = record.creating_since.as_ref().map(|t| t.0) else { return Ok(None) };
+    let Some(since) = claim.spec.creating_since.as_ref().map(|t| t.0) else { return Ok(None) };
     let name = display_name(app);
-    let listed = client.list_custom_apps().await?;
-    let candidates = leftovers(&uid, &name, since, &listed, records)?;
-    let mut leftovers: Vec<CustomApp> = candidates.into_iter().cloned().collect();
+    // Databricks first, then the claims: an integration listed here was created after its creator's intent,
+    // which the fresh claims read below therefore sees.
+    let listed: Vec<CustomApp> =
+        client.list_custom_apps().await?.into_iter().filter(|a| a.name == name).collect();
+    let account_id = &claim.spec.account_id;
+    let same_name = ctx
+        .claims
+        .list(&claims::selector(ClaimedKind::AppIntegration, account_id, &[(LABEL_DISPLAY_NAME, &name)]))
+        .await?;
+    let uid = claim.spec.owner.uid.as_str();
+    let owned = |id: &str| same_name.iter().any(|c| c.spec.remote.id.as_deref() == Some(id));
+    let view: Vec<Listed<'_>> = listed
+        .iter()
+        .map(|a| Listed {
+            id: &a.integration_id,
+            created: parse_time(a.create_time.as_deref()),
+            owned: owned(&a.integration_id),
+        })
+        .collect();
+    let racing: Vec<(String, Timestamp)> = same_name
+        .iter()
+        .filter(|c| c.spec.owner.uid != uid && c.spec.remote.id.is_none())
+        .filter_map(|c| Some((c.spec.owner.uid.clone(), c.spec.creating_since.as_ref()?.0)))
+        .collect();
+    let candidates = match claims::recovery((uid, since), &view, &racing) {
+        Recovery::Candidates(ids) => ids.into_iter().map(str::to_owned).collect::<Vec<_>>(),
+        Recovery::Wait(racing) => {
+            let other = same_name.iter().find(|c| c.spec.owner.uid == racing.owner).map(|c| &c.spec.owner);
+            let who =
+                other.map_or_else(|| "another object".to_owned(), |o| format!("{}/{}", o.namespace, o.name));
+            return Err(Error::Waiting {
+                reason: Reason::CreateInProgress,
+                message: format!(
+                    "{who} is creating an app integration with the same name; waiting for it to record its own"
+                ),
+            });
+        }
+    };
+    let mut leftovers: Vec<&CustomApp> =
+        listed.iter().filter(|a| candidates.contains(&a.integration_id)).collect();
     leftovers.sort_by(|a, b| a.create_time.cmp(&b.create_time));
-    let keep = if app.spec.confidential || leftovers.is_empty() { None } else { Some(leftovers.remove(0)) };
+    let keep =
+        if app.spec.confidential || leftovers.is_empty() { None } else { Some(leftovers.remove(0).clone()) };
     for leftover in leftovers {
         client.delete_custom_app(&leftover.integration_id).await?;
         let message =
             format!("Deleted app integration {} left by an interrupted create", leftover.integration_id);
         ctx.event(app, EventType::Warning, "DuplicateDeleted", "Delete", &message).await;
     }
-    let kept = keep.as_ref().map(|k| k.integration_id.clone());
-    ledger::update(&ctx.client, &app.spec.account_ref.name, |ledger| {
-        match ledger.app_connections.get_mut(&uid) {
-            Some(record) => {
-                record.integration_id.clone_from(&kept);
-                record.creating_since = None;
-                true
-            }
-            None => false,
-        }
-    })
-    .await?;
+    record(ctx, claim.clone(), keep.as_ref().map(|k| k.integration_id.as_str())).await?;
     Ok(keep)
 }
 
-/// The integrations an interrupted create of object `uid` may have left (pure: see the tests).
-fn leftovers<'a>(
-    uid: &str,
-    name: &str,
-    since: Timestamp,
-    listed: &'a [CustomApp],
-    records: &DatabricksAccountStatus,
-) -> Result<Vec<&'a CustomApp>, Error> {
-    let created = |app: &CustomApp| parse_time(app.create_time.as_deref());
-    // A create whose answer was lost took effect within the request's time, not at any later point.
-    let created_within = |app: &CustomApp| intent::within(created(app), since);
-    let owned = |app: &CustomApp| {
-        records
-            .app_connections
-            .values()
-            .any(|r| r.integration_id.as_deref() == Some(app.integration_id.as_str()))
+/// Writes `integration` (or none) into the claim and ends its intent.
+async fn record(
+    ctx: &Context,
+    mut claim: DatabricksClaim,
+    integration: Option<&str>,
+) -> Result<DatabricksClaim, Error> {
+    claim.spec.remote.id = integration.map(str::to_owned);
+    claim.spec.creating_since = None;
+    let labels = claim.metadata.labels.get_or_insert_default();
+    match integration {
+        Some(id) => labels.insert(LABEL_REMOTE_ID.to_owned(), claims::label_value(id)),
+        None => labels.remove(LABEL_REMOTE_ID),
     };
-    let candidates: Vec<&CustomApp> =
-        listed.iter().filter(|a| a.name == name && created_within(a) && !owned(a)).collect();
-    let racing = records.app_connections.iter().filter(|(other, r)| {
-        other.as_str() != uid
-            && r.display_name == name
-            && r.integration_id.is_none()
-            && r.creating_since.is_some()
-    });
-    for (_, other) in racing {
-        let other_since = other.creating_since.as_ref().map(|t| t.0).unwrap_or(since);
-        if candidates.iter().any(|a| intent::after(created(a), other_since)) {
-            return Err(Error::Waiting {
-                reason: Reason::CreateInProgress,
-                message: format!(
-                    "{}/{} is creating an app integration with the same name; waiting for it to record its own",
-                    other.namespace, other.name
-                ),
-            });
-        }
-    }
-    Ok(candidates)
+    ctx.claims.replace(&claim).await?.ok_or_else(|| Error::Waiting {
+        reason: Reason::CreateInProgress,
+        message: format!("the claim {} changed while it was written; looking again", claim.name_any()),
+    })
 }
 
+/// The intent to create, recorded in this object's claim (created when it has none).
+async fn record_intent(
+    app: &DatabricksAppConnection,
+    ctx: &Context,
+    account_id: &str,
+    claim: Option<DatabricksClaim>,
+) -> Result<DatabricksClaim, Error> {
+    let since = Some(Time(Timestamp::now()));
+    let mut claim = match claim {
+        Some(claim) => claim,
+        None => {
+            let name = display_name(app);
+            let remote = ClaimedObject {
+                kind: ClaimedKind::AppIntegration,
+                display_name: Some(name.clone()),
+                ..ClaimedObject::default()
+            };
+            let uid = app.uid().unwrap_or_default();
+            let mut new = claims::new_claim(
+                &claims::app_claim_name(account_id, &uid),
+                account_id,
+                claims::owner_of(app),
+                remote,
+                &[(LABEL_DISPLAY_NAME, &name)],
+            );
+            new.spec.creating_since = since;
+            return match ctx.claims.create(&new).await? {
+                Ok(created) => Ok(created),
+                Err(existing) => Err(lost_claim(&existing)),
+            };
+        }
+    };
+    claim.spec.creating_since = since;
+    ctx.claims.replace(&claim).await?.ok_or_else(|| lost_claim(&claim))
+}
+
+fn lost_claim(claim: &DatabricksClaim) -> Error {
+    Error::Waiting {
+        reason: Reason::CreateInProgress,
+        message: format!("the claim {} changed while it was written; looking again", claim.name_any()),
+    }
+}
+
+/// Creates the integration: the intent recorded first, the id right after.
 pub async fn create(
     app: &DatabricksAppConnection,
     ctx: &Context,
-    client: &AccountClient,
-    records: &DatabricksAccountStatus,
-    account: &str,
+    access: &Access,
+    claim: Option<DatabricksClaim>,
     status: &mut DatabricksAppConnectionStatus,
     want: &NewCustomApp,
 ) -> Result<CreatedCustomApp, Error> {
-    let uid = app.uid().unwrap_or_default();
-    let namespace = app.namespace().unwrap_or_default();
-    let mine = records.app_connections.iter().filter(|(k, r)| r.namespace == namespace && **k != uid).count();
-    if mine >= MAX_APPS_PER_NAMESPACE {
-        return Err(Error::NeedsAttention {
-            reason: Reason::AppConnectionLimitReached,
-            message: format!(
-                "Namespace {namespace} already has {mine} app connections on DatabricksAccount {account}, the most \
-                 one namespace may have; delete one"
-            ),
-        });
-    }
-    let mut record = AppConnectionRecord {
-        namespace,
-        name: app.name_any(),
-        display_name: want.name.clone(),
-        integration_id: None,
-        creating_since: Some(Time(Timestamp::now())),
-    };
-    ledger::update(&ctx.client, account, |ledger| {
-        ledger.app_connections.insert(uid.clone(), record.clone());
-        true
-    })
-    .await?;
-    let created = match client.create_custom_app(want).await {
+    let account_id = &access.account.spec.account_id;
+    check_limit(app, ctx, &access.account.name_any(), account_id).await?;
+    let claim = record_intent(app, ctx, account_id, claim).await?;
+    let created = match access.client.create_custom_app(want).await {
         Ok(created) => created,
         // Databricks answered "no": nothing was created, so no later integration of this name may be taken for a
         // leftover of this attempt.
         Err(err) if !matches!(err, databricks::Error::Transport { .. }) => {
-            ledger::update(&ctx.client, account, |ledger| match ledger.app_connections.get_mut(&uid) {
-                Some(record) if record.integration_id.is_none() => {
-                    record.creating_since = None;
-                    true
-                }
-                _ => false,
-            })
-            .await?;
+            record(ctx, claim, None).await?;
             return Err(err.into());
         }
         Err(err) => return Err(err.into()),
     };
     ctx.fail_point("after-create-app")?;
-    record.integration_id = Some(created.integration_id.clone());
-    record.creating_since = None;
-    ledger::update(&ctx.client, account, |ledger| {
-        ledger.app_connections.insert(uid.clone(), record.clone());
-        true
-    })
-    .await?;
+    record(ctx, claim, Some(&created.integration_id)).await?;
     status.integration_id = Some(created.integration_id.clone());
     status.client_id = Some(created.client_id.clone());
     let message =
         format!("Created app integration {} (client id {})", created.integration_id, created.client_id);
     ctx.event(app, EventType::Normal, "Created", "Create", &message).await;
     Ok(created)
+}
+
+/// At most [`MAX_APPS_PER_NAMESPACE`] app connections per namespace and account.
+async fn check_limit(
+    app: &DatabricksAppConnection,
+    ctx: &Context,
+    account: &str,
+    account_id: &str,
+) -> Result<(), Error> {
+    let namespace = app.namespace().unwrap_or_default();
+    let uid = app.uid().unwrap_or_default();
+    let selector =
+        claims::selector(ClaimedKind::AppIntegration, account_id, &[(LABEL_OWNER_NAMESPACE, &namespace)]);
+    let mine = ctx.claims.list(&selector).await?.iter().filter(|c| c.spec.owner.uid != uid).count();
+    if mine < MAX_APPS_PER_NAMESPACE {
+        return Ok(());
+    }
+    Err(Error::NeedsAttention {
+        reason: Reason::AppConnectionLimitReached,
+        message: format!(
+            "Namespace {namespace} already has {mine} app connections on DatabricksAccount {account}, the most one \
+             namespace may have; delete one"
+        ),
+    })
 }
 
 /// Reverts changes made in Databricks (and applies spec changes) to what may change in place.
@@ -232,56 +286,4 @@ pub async fn update_if_drifted(
     )
     .await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn app(id: &str, name: &str, created: &str) -> CustomApp {
-        serde_json::from_value(serde_json::json!({
-            "integration_id": id, "client_id": format!("client-{id}"), "name": name, "create_time": created,
-        }))
-        .expect("app")
-    }
-
-    fn record(name: &str, integration: Option<&str>, since: Option<&str>) -> AppConnectionRecord {
-        AppConnectionRecord {
-            namespace: "ns".into(),
-            name: name.into(),
-            display_name: "portal".into(),
-            integration_id: integration.map(str::to_owned),
-            creating_since: since.map(|s| Time(s.parse().expect("time"))),
-        }
-    }
-
-    #[test]
-    fn recovery_never_touches_another_objects_integration() {
-        let since: Timestamp = "2026-11-30T12:00:00Z".parse().expect("time");
-        let listed = [
-            app("theirs", "portal", "2026-11-30T12:00:01Z"),
-            app("old", "portal", "2026-11-30T11:00:00Z"),
-            app("other-name", "intranet", "2026-11-30T12:00:02Z"),
-            app("mine", "portal", "2026-11-30T12:00:03Z"),
-            app("made-later-by-someone", "portal", "2026-11-30T13:00:00Z"),
-        ];
-        let mut records = DatabricksAccountStatus::default();
-        records.app_connections.insert("me".into(), record("a", None, Some("2026-11-30T12:00:00Z")));
-        records.app_connections.insert("them".into(), record("b", Some("theirs"), None));
-        let found: Vec<&str> = leftovers("me", "portal", since, &listed, &records)
-            .expect("no race")
-            .iter()
-            .map(|a| a.integration_id.as_str())
-            .collect();
-        assert_eq!(
-            found,
-            ["mine"],
-            "owned, older, much later and other-named integrations are never candidates"
-        );
-
-        // Another object of the same name is creating too: its fresh integration could be any candidate.
-        records.app_connections.insert("racer".into(), record("c", None, Some("2026-11-30T12:00:02Z")));
-        let err = leftovers("me", "portal", since, &listed, &records).expect_err("ambiguous");
-        assert_eq!(err.reason(), Reason::CreateInProgress);
-    }
 }

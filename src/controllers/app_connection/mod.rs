@@ -1,7 +1,7 @@
 //! DatabricksAppConnection: a custom OAuth app integration for user-to-machine sign-in, its client id (and, for
 //! confidential apps, the secret shown once) published with the OAuth endpoints in an owned Secret. The
 //! integration's ownership and crash-safe creation are `integration`'s; the object's own status is only a copy of
-//! the ledger's record and never trusted.
+//! the claim's record and never trusted.
 
 mod integration;
 
@@ -18,6 +18,7 @@ use integration::display_name;
 use crate::{
     controllers::{
         rules::{
+            claims::{self, LABEL_OWNER_UID},
             conditions,
             error::Error,
             meta::{ANNOTATION_ROTATE, keys, orphaned_by_annotation},
@@ -32,13 +33,13 @@ use crate::{
         },
         services::{
             accounts::Access,
-            ledger,
             rollout::{self, Rollouts},
             secrets::{self, Published},
         },
     },
     crd::{
-        AppDeletionPolicy, DatabricksAccountStatus, DatabricksAppConnection, DatabricksAppConnectionStatus,
+        AppDeletionPolicy, ClaimedKind, DatabricksAppConnection, DatabricksAppConnectionStatus,
+        DatabricksClaim,
     },
     databricks::{AccountClient, types::CustomApp},
 };
@@ -88,8 +89,6 @@ struct Pass<'a> {
     app: &'a DatabricksAppConnection,
     ctx: &'a Context,
     access: Access,
-    /// The account's ledger, as read at the start of the pass.
-    records: DatabricksAccountStatus,
     /// The Secret as read (`None`: absent).
     published: Option<Published>,
     /// The rotate annotation (a confidential app is recreated for it).
@@ -114,35 +113,33 @@ async fn apply(
     let access =
         ctx.accounts.client_for(&app.spec.account_ref.name, &app.namespace().unwrap_or_default()).await?;
     access.grants.check_kind(DelegatedKind::AppConnection)?;
-    let records = ledger::read(&ctx.client, &access.account.name_any()).await?;
-    check_recorded(app, ctx, &records, status).await?;
+    let claim = integration::own_claim(app, ctx, &access.account.spec.account_id).await?;
+    check_recorded(app, ctx, claim.as_ref(), status).await?;
     let (uid, generation) = (app.uid().unwrap_or_default(), app.metadata.generation);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
     let noted = &mut status.conditions;
     let published = secrets::read_owned_noting(&api, &secret_name(app), &uid, noted, generation).await?;
-    let existing = find_integration(app, ctx, &access.client, &records, status).await?;
+    let existing = find_integration(app, ctx, &access.client, claim.as_ref(), status).await?;
     let now = Timestamp::now();
     let value = app.annotations().get(ANNOTATION_ROTATE).cloned();
     let allowed_after = status.rotate_allowed_after.as_ref().map(|t| t.0);
     let request = RotateRequest::new(value, status.rotate_request.as_ref(), allowed_after, now);
-    let pass = Pass { app, ctx, access, records, published, request, now };
+    let pass = Pass { app, ctx, access, published, request, now };
     let existing = recreate_if_asked_or_lost(&pass, existing, status).await?;
     publish_integration(&pass, existing, status).await?;
     let rollouts = roll_consumers(&pass, status).await;
     Ok(describe(&pass, status, &rollouts))
 }
 
-/// Status names the integration the ledger records, or none: status was edited otherwise (only the operator
-/// writes it from the ledger), and nothing it names is touched.
+/// Status names the integration the claim records, or none: status was edited otherwise (only the operator
+/// writes it from the claim), and nothing it names is touched.
 async fn check_recorded(
     app: &DatabricksAppConnection,
     ctx: &Context,
-    records: &DatabricksAccountStatus,
+    claim: Option<&DatabricksClaim>,
     status: &mut DatabricksAppConnectionStatus,
 ) -> Result<(), Error> {
-    let recorded =
-        records.app_connections.get(&app.uid().unwrap_or_default()).and_then(|r| r.integration_id.as_ref());
-    if status.integration_id.is_none() || status.integration_id.as_ref() == recorded {
+    if status.integration_id.is_none() || status.integration_id == integration::claimed_id(claim) {
         return Ok(());
     }
     let message = format!(
@@ -156,18 +153,16 @@ async fn check_recorded(
     Err(Error::Waiting { reason: Reason::IdentityMismatch, message })
 }
 
-/// The integration the ledger records (`None` when it was deleted outside the operator), or one left by an
+/// The integration the claim records (`None` when it was deleted outside the operator), or one left by an
 /// interrupted create of this object.
 async fn find_integration(
     app: &DatabricksAppConnection,
     ctx: &Context,
     client: &AccountClient,
-    records: &DatabricksAccountStatus,
+    claim: Option<&DatabricksClaim>,
     status: &mut DatabricksAppConnectionStatus,
 ) -> Result<Option<CustomApp>, Error> {
-    let recorded =
-        records.app_connections.get(&app.uid().unwrap_or_default()).and_then(|r| r.integration_id.clone());
-    let existing = match recorded {
+    let existing = match integration::claimed_id(claim) {
         Some(id) => match client.get_custom_app(&id).await {
             Ok(found) => Some(found),
             Err(err) if err.is_not_found() => {
@@ -179,7 +174,10 @@ async fn find_integration(
             }
             Err(err) => return Err(err.into()),
         },
-        None => integration::recover_interrupted_create(app, ctx, client, records).await?,
+        None => match claim {
+            Some(claim) => integration::recover_interrupted_create(app, ctx, client, claim).await?,
+            None => None,
+        },
     };
     if let Some(found) = &existing {
         status.integration_id = Some(found.integration_id.clone());
@@ -261,10 +259,9 @@ async fn publish_integration(
             found.integration_id
         }
         None => {
-            let account = pass.access.account.name_any();
-            let client = &pass.access.client;
-            let created =
-                integration::create(app, ctx, client, &pass.records, &account, status, &want).await?;
+            // Read again: recovery may have written it during this pass.
+            let claim = integration::own_claim(app, ctx, &pass.access.account.spec.account_id).await?;
+            let created = integration::create(app, ctx, &pass.access, claim, status, &want).await?;
             publish(pass, &created.client_id, created.expose_client_secret()).await?;
             ctx.fail_point("after-publish-app")?;
             let interval = ctx.config.rotate_min_interval;
@@ -344,39 +341,35 @@ async fn publish(pass: &Pass<'_>, client_id: &str, client_secret: Option<&str>) 
     secrets::apply(&api, &desired).await
 }
 
-/// Deletion: the ledger, never the status, says which integration is this object's.
+/// Deletion: the claim, never the status, says which integration is this object's.
 async fn cleanup(app: Arc<DatabricksAppConnection>, ctx: &Context) -> Result<Action, Error> {
     let orphan =
         orphaned_by_annotation(app.as_ref()) || app.spec.deletion_policy == AppDeletionPolicy::Orphan;
     let uid = app.uid().unwrap_or_default();
     let account = &app.spec.account_ref.name;
-    let records = match ledger::read(&ctx.client, account).await {
-        Ok(records) => records,
-        Err(Error::Account { reason: Reason::AccountNotFound, .. }) => return Ok(Action::await_change()),
-        Err(err) => return Err(err),
+    let owned = ctx.claims.list(&format!("{LABEL_OWNER_UID}={}", claims::label_value(&uid))).await?;
+    let kind = ClaimedKind::AppIntegration;
+    let Some(claim) = owned.into_iter().find(|c| c.spec.remote.kind == kind && claims::held_by(c, &uid))
+    else {
+        return Ok(Action::await_change());
     };
-    let forget = async || {
-        ledger::update(&ctx.client, account, |ledger| ledger.app_connections.remove(&uid).is_some())
-            .await
-            .map(drop)
-    };
-    let Some(id) = records.app_connections.get(&uid).and_then(|r| r.integration_id.clone()) else {
-        forget().await?;
+    let Some(id) = claim.spec.remote.id.clone() else {
+        ctx.claims.delete(&claim).await?;
         return Ok(Action::await_change());
     };
     let remote = format!("app integration {id}");
     if !deletion::may_delete_remote(app.as_ref(), ctx, orphan, &remote).await? {
-        forget().await?;
+        ctx.claims.delete(&claim).await?;
         return Ok(Action::await_change());
     }
     let access = ctx.accounts.client_for(account, &app.namespace().unwrap_or_default()).await;
     let Some(access) = deletion::or_abandon(app.as_ref(), ctx, &remote, access, false).await? else {
-        forget().await?;
+        ctx.claims.delete(&claim).await?;
         return Ok(Action::await_change());
     };
     access.client.delete_custom_app(&id).await?;
     let note = format!("Deleted app integration {id}; its tokens stop working");
     ctx.event(app.as_ref(), EventType::Normal, "Deleted", "Delete", &note).await;
-    forget().await?;
+    ctx.claims.delete(&claim).await?;
     Ok(Action::await_change())
 }

@@ -2,6 +2,7 @@
 //! decisions (what a namespace may do, what a principal belongs to, when a rotation may happen, whether a remote
 //! object came from a recorded intent). No async, no client: every function here is a unit test.
 
+pub mod claims;
 pub mod conditions;
 pub mod error;
 pub mod intent;

@@ -6,10 +6,7 @@ use super::{
     reason::Reason,
     tenancy::{Grants, rank},
 };
-use crate::{
-    crd::{ObjectRecord, PrincipalDeletionPolicy},
-    databricks::types::ServicePrincipal as RemotePrincipal,
-};
+use crate::{crd::PrincipalDeletionPolicy, databricks::types::ServicePrincipal as RemotePrincipal};
 
 /// The account role that makes a principal an account administrator.
 pub const ACCOUNT_ADMIN_ROLE: &str = "account_admin";
@@ -144,18 +141,6 @@ pub fn stands_for(principal: &RemotePrincipal, uid: &str, adopt: Option<&str>) -
     }
 }
 
-/// Which claim on an adopted principal stands: the recorded one while its object still exists, else `mine`.
-pub fn adoption_claim<'a>(
-    recorded: Option<&'a ObjectRecord>,
-    recorded_alive: bool,
-    mine: &'a ObjectRecord,
-) -> &'a ObjectRecord {
-    match recorded {
-        Some(claim) if claim.uid != mine.uid && recorded_alive => claim,
-        _ => mine,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,15 +256,5 @@ mod tests {
         assert_eq!(adopted_deletion(Delete, Some(Deactivate)), Deactivate);
         assert_eq!(adopted_deletion(Deactivate, Some(Delete)), Deactivate);
         assert_eq!(adopted_deletion(Orphan, Some(Delete)), Orphan);
-    }
-
-    #[test]
-    fn the_first_live_claim_on_a_principal_stands() {
-        let mine = ObjectRecord { namespace: "ns-b".into(), name: "x".into(), uid: "b".into() };
-        let theirs = ObjectRecord { namespace: "ns-a".into(), name: "x".into(), uid: "a".into() };
-        assert_eq!(adoption_claim(None, false, &mine), &mine);
-        assert_eq!(adoption_claim(Some(&theirs), true, &mine), &theirs);
-        assert_eq!(adoption_claim(Some(&theirs), false, &mine), &mine, "a deleted object's claim lapses");
-        assert_eq!(adoption_claim(Some(&mine), true, &mine), &mine);
     }
 }

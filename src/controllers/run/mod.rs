@@ -28,7 +28,9 @@ use super::{
         context::Context,
         policy::{error_policy, instrumented},
     },
-    service_principal, trust_policy,
+    service_principal,
+    services::ledger,
+    trust_policy,
 };
 use crate::crd::{DatabricksAccount, DatabricksAppConnection, ServicePrincipal, TrustPolicy};
 
@@ -50,6 +52,10 @@ pub async fn run_elected(
 
 /// Runs every controller until shutdown (SIGTERM / Ctrl-C) or `stop`.
 pub async fn run_until(ctx: Arc<Context>, stop: Stop) {
+    // Before any pass: an app connection must never miss the record of an earlier version and create anew.
+    if let Err(err) = ledger::migrate_all(&ctx.client, &ctx.claims).await {
+        tracing::error!(error = %err, "could not move the ownership ledger into DatabricksClaims; retrying per account");
+    }
     tokio::join!(
         principal_controller(&ctx, &stop),
         app_controller(&ctx, &stop),

@@ -14,7 +14,7 @@ use super::memory::{Backoff, Marks};
 use crate::{
     controllers::{
         rules::error::Error,
-        services::{accounts, assignments, events::Events, principals::Principals},
+        services::{accounts, assignments, claims::Claims, events::Events, principals::Principals},
     },
     databricks::ClientOptions,
     metrics::Metrics,
@@ -116,6 +116,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// One client and budget per DatabricksAccount, and what each namespace may do with it.
     pub accounts: accounts::Registry,
+    /// The operator's ownership records (DatabricksClaims).
+    pub claims: Claims,
     /// Which ServicePrincipal stands for which remote principal.
     pub principals: Principals,
     /// Workspace assignment listings shared by every principal.
@@ -127,7 +129,8 @@ impl Context {
         Self {
             events: Events::new(client.clone()),
             accounts: accounts::Registry::new(client.clone(), config.account_settings(), metrics.clone()),
-            principals: Principals::new(client.clone()),
+            claims: Claims::new(client.clone()),
+            principals: Principals::new(client.clone(), Claims::new(client.clone())),
             assignments: assignments::Cache::new(config.resync_interval),
             marks: Marks::default(),
             backoff: Backoff::default(),

@@ -48,7 +48,7 @@ pub async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<Action,
     let adopted = sp.spec.adopt.is_some();
     // Without a recorded id only a created principal can exist (a create whose status write was lost).
     if id.is_none() && (adopted || requested == PrincipalDeletionPolicy::Orphan) {
-        release_claim(&sp, ctx).await?;
+        release_claim(&sp, ctx, None).await?;
         return Ok(Action::await_change());
     }
     let remote = format!("service principal {}", id.as_deref().unwrap_or("(found by its tag)"));
@@ -57,20 +57,20 @@ pub async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<Action,
     let orphan =
         orphaned_by_annotation(sp.as_ref()) || (requested == PrincipalDeletionPolicy::Orphan && !adopted);
     if !deletion::may_delete_remote(sp.as_ref(), ctx, orphan, &remote).await? {
-        release_claim(&sp, ctx).await?;
+        release_claim(&sp, ctx, None).await?;
         return Ok(Action::await_change());
     }
     let Some((access, principal)) = resolve(&sp, ctx, id.as_deref(), &remote).await? else {
-        release_claim(&sp, ctx).await?;
+        release_claim(&sp, ctx, None).await?;
         return Ok(Action::await_change());
     };
-    let held = ctx.principals.holds_claim(&sp).await?;
+    let held = ctx.principals.holds_claim(&access, &sp).await?;
     let policy = deletion_for(&sp, ctx, &access, &principal, requested, held).await?;
     if held && policy != PrincipalDeletionPolicy::Delete {
-        strip_additions(&sp, ctx, &access.client, &principal.id).await?;
+        strip_additions(&sp, ctx, &access, &principal.id).await?;
     }
     apply_deletion(&sp, ctx, &access.client, &principal.id, policy).await?;
-    release_claim(&sp, ctx).await?;
+    release_claim(&sp, ctx, Some(&access)).await?;
     Ok(Action::await_change())
 }
 
@@ -128,14 +128,15 @@ async fn deletion_for(
 async fn strip_additions(
     sp: &ServicePrincipal,
     ctx: &Context,
-    client: &AccountClient,
+    access: &Access,
     id: &str,
 ) -> Result<(), Error> {
+    let client = &access.client;
     delete_recorded_secrets(client, id, sp.status.as_ref().and_then(|s| s.credentials.as_ref())).await?;
     federation::remove_policies_on(&ctx.client, &ctx.events, client, sp, id).await?;
     // Without the claim no TrustPolicy pass confirms the principal any more; one that did just before may have
     // created a policy since the removal above, so look once more.
-    release_claim(sp, ctx).await?;
+    release_claim(sp, ctx, Some(access)).await?;
     federation::remove_policies_on(&ctx.client, &ctx.events, client, sp, id).await
 }
 

@@ -1,6 +1,6 @@
 //! Which remote principal a ServicePrincipal stands for, proven before any write: a principal it created (tagged
-//! with its UID, found by the tag, created when absent) or one it adopted under a grant, claimed in the account's
-//! ledger so no other object adopts it too. An id read from status is only a hint: it is used once Databricks
+//! with its UID, found by the tag, created when absent) or one it adopted under a grant, and in both cases held
+//! by the object's DatabricksClaim, so no other object adopts it too. An id read from status is only a hint: it is used once Databricks
 //! confirms the tag or the adoption target, and never for a deletion otherwise. Also the principal's own name and
 //! active flag.
 
@@ -43,9 +43,15 @@ pub async fn ensure_principal(
     status: &mut ServicePrincipalStatus,
 ) -> Result<Principal, Error> {
     if let Some(principal) = recorded_principal(sp, ctx, access, status).await? {
+        if sp.spec.adopt.is_none() {
+            adoption::claim(sp, ctx, access, &principal).await?;
+        }
         return Ok(Principal { remote: principal, created: false });
     }
     let principal = adopt_or_create(sp, ctx, access).await?;
+    if sp.spec.adopt.is_none() {
+        adoption::claim(sp, ctx, access, &principal).await?;
+    }
     // Not written at once: if the pass stops before its status write, the next one finds the principal by its
     // tag (or adoption target) again.
     status.id = Some(principal.id.clone());
@@ -191,7 +197,7 @@ async fn check_adoption(
     if let Some(refusal) = ctx.principals.adoption_refusal(sp, access, principal).await? {
         return Err(refusal.into());
     }
-    adoption::claim(sp, ctx, access, &principal.application_id).await
+    adoption::claim(sp, ctx, access, principal).await.map(drop)
 }
 
 /// Display name and active flag as the spec says, as far as the object may change them (see

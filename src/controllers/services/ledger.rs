@@ -1,134 +1,147 @@
-//! The operator's ownership records, kept in the status of the (cluster-scoped) DatabricksAccount: which object
-//! owns which app integration, and which object adopted which existing principal. Tenants can write their own
-//! objects, status included, but not accounts; so these records, not an object's status, prove ownership where
-//! Databricks carries no tag.
-//!
-//! Written only with JSON merge patches of these two maps, guarded by the account's resourceVersion (a
-//! concurrent writer makes the patch fail and it is retried on a fresh read), so writers never lose each other's
-//! entries and the account controller's own status writes (conditions) never touch them.
-
-use std::collections::BTreeMap;
+//! The ownership ledger of earlier versions, kept in the status of each DatabricksAccount (`appConnections`,
+//! `adoptions`): moved into DatabricksClaims once, before the controllers start, and then cleared. Nothing else
+//! reads or writes it.
 
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     api::{Patch, PatchParams},
 };
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
+use super::claims::Claims;
 use crate::{
-    controllers::rules::{error::Error, reason::Reason},
-    crd::{DatabricksAccount, DatabricksAccountStatus},
+    controllers::rules::{
+        claims::{self, LABEL_DISPLAY_NAME, LABEL_REMOTE_ID},
+        error::Error,
+    },
+    crd::{
+        AppConnectionRecord, ClaimOwner, ClaimedKind, ClaimedObject, DatabricksAccount, DatabricksClaim,
+        ObjectRecord,
+    },
 };
 
-/// Field manager of the ledger's writes.
+/// Field manager of the ledger's writes (the same as before, so the clearing patch owns the fields it clears).
 const LEDGER_MANAGER: &str = "databricks-oauth-operator-ledger";
 
-/// The account's records as they are now (a fresh read, never the watch cache).
-pub async fn read(client: &Client, account: &str) -> Result<DatabricksAccountStatus, Error> {
-    Ok(fetch(client, account).await?.1)
+/// Moves every account's ledger into claims, then clears it. Returns how many records were moved.
+pub async fn migrate_all(kube: &Client, claims: &Claims) -> Result<usize, Error> {
+    let api: Api<DatabricksAccount> = Api::all(kube.clone());
+    let accounts =
+        api.list(&Default::default()).await.map_err(|e| Error::kube("listing DatabricksAccounts", e))?;
+    let mut moved = 0;
+    for account in &accounts.items {
+        moved += migrate(kube, claims, account).await?;
+    }
+    Ok(moved)
 }
 
-async fn fetch(client: &Client, account: &str) -> Result<(String, DatabricksAccountStatus), Error> {
-    let api: Api<DatabricksAccount> = Api::all(client.clone());
-    let found = api
-        .get_opt(account)
+/// Moves `account`'s ledger (if it still has one) into claims, then clears it.
+pub async fn migrate(kube: &Client, claims: &Claims, account: &DatabricksAccount) -> Result<usize, Error> {
+    let Some(status) = &account.status else { return Ok(0) };
+    if status.app_connections.is_empty() && status.adoptions.is_empty() {
+        return Ok(0);
+    }
+    let account_id = &account.spec.account_id;
+    for (uid, record) in &status.app_connections {
+        create(claims, app_claim(account_id, uid, record)).await?;
+    }
+    for (application_id, record) in &status.adoptions {
+        create(claims, adoption_claim(account_id, application_id, record)).await?;
+    }
+    clear(&Api::all(kube.clone()), account).await?;
+    let moved = status.app_connections.len() + status.adoptions.len();
+    tracing::info!(account = %account.name_any(), moved, "moved the ownership ledger into DatabricksClaims");
+    Ok(moved)
+}
+
+/// Creates `claim` unless a claim of its name exists (a migration that stopped halfway, or a newer claim).
+async fn create(claims: &Claims, claim: DatabricksClaim) -> Result<(), Error> {
+    claims.create(&claim).await.map(drop)
+}
+
+fn owner(kind: &str, namespace: &str, name: &str, uid: &str) -> ClaimOwner {
+    ClaimOwner {
+        kind: kind.to_owned(),
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        uid: uid.to_owned(),
+    }
+}
+
+/// The claim of an app connection's ledger record.
+pub fn app_claim(account_id: &str, uid: &str, record: &AppConnectionRecord) -> DatabricksClaim {
+    let owner = owner("DatabricksAppConnection", &record.namespace, &record.name, uid);
+    let remote = ClaimedObject {
+        kind: ClaimedKind::AppIntegration,
+        id: record.integration_id.clone(),
+        display_name: Some(record.display_name.clone()),
+        ..ClaimedObject::default()
+    };
+    let mut extra = vec![(LABEL_DISPLAY_NAME, record.display_name.as_str())];
+    if let Some(id) = &record.integration_id {
+        extra.push((LABEL_REMOTE_ID, id.as_str()));
+    }
+    let name = claims::app_claim_name(account_id, uid);
+    let mut claim = claims::new_claim(&name, account_id, owner, remote, &extra);
+    claim.spec.creating_since = record.creating_since.clone();
+    claim
+}
+
+/// The claim of an adoption's ledger record (the principal's id is filled in by its object's next pass).
+pub fn adoption_claim(account_id: &str, application_id: &str, record: &ObjectRecord) -> DatabricksClaim {
+    let owner = owner("ServicePrincipal", &record.namespace, &record.name, &record.uid);
+    let remote = ClaimedObject {
+        kind: ClaimedKind::ServicePrincipal,
+        application_id: Some(application_id.to_lowercase()),
+        ..ClaimedObject::default()
+    };
+    let name = claims::principal_claim_name(account_id, application_id);
+    let mut claim = claims::new_claim(&name, account_id, owner, remote, &[]);
+    claim.spec.adopted = true;
+    claim
+}
+
+/// Clears the ledger, only from the object that was read (a concurrent change makes it fail and run again at the
+/// next start; the claims it made stay and are not made twice).
+async fn clear(api: &Api<DatabricksAccount>, account: &DatabricksAccount) -> Result<(), Error> {
+    let name = account.name_any();
+    let patch = json!({
+        "metadata": {"resourceVersion": account.resource_version()},
+        "status": {"appConnections": null, "adoptions": null},
+    });
+    let params = PatchParams { field_manager: Some(LEDGER_MANAGER.to_owned()), ..PatchParams::default() };
+    api.patch_status(&name, &params, &Patch::Merge(&patch))
         .await
-        .map_err(|e| Error::kube(format!("reading DatabricksAccount {account}"), e))?
-        .ok_or_else(|| Error::Account {
-            reason: Reason::AccountNotFound,
-            message: format!("DatabricksAccount {account} does not exist"),
-        })?;
-    Ok((found.metadata.resource_version.unwrap_or_default(), found.status.unwrap_or_default()))
-}
-
-/// Applies `change` to the account's records and writes the result when `change` says it changed something.
-/// Returns the records as written (or as read, when nothing changed).
-pub async fn update(
-    client: &Client,
-    account: &str,
-    mut change: impl FnMut(&mut DatabricksAccountStatus) -> bool,
-) -> Result<DatabricksAccountStatus, Error> {
-    let api: Api<DatabricksAccount> = Api::all(client.clone());
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let (version, before) = fetch(client, account).await?;
-        let mut after = before.clone();
-        if !change(&mut after) {
-            return Ok(before);
-        }
-        let patch = json!({
-            "metadata": {"resourceVersion": version},
-            "status": {
-                "appConnections": diff(&before.app_connections, &after.app_connections),
-                "adoptions": diff(&before.adoptions, &after.adoptions),
-            },
-        });
-        let params = PatchParams { field_manager: Some(LEDGER_MANAGER.to_owned()), ..PatchParams::default() };
-        match api.patch_status(account, &params, &Patch::Merge(&patch)).await {
-            Ok(_) => return Ok(after),
-            Err(kube::Error::Api(status)) if status.code == 409 && attempts < 10 => continue,
-            Err(err) => {
-                return Err(Error::kube(format!("recording ownership in DatabricksAccount {account}"), err));
-            }
-        }
-    }
-}
-
-/// A JSON merge patch turning `before` into `after`: removed keys, and fields a changed record no longer has
-/// (records skip empty fields when serialized), become `null`, or the merge would keep them.
-fn diff<T: Serialize + PartialEq>(before: &BTreeMap<String, T>, after: &BTreeMap<String, T>) -> Value {
-    let mut patch = Map::new();
-    for key in before.keys().filter(|k| !after.contains_key(*k)) {
-        patch.insert(key.clone(), Value::Null);
-    }
-    for (key, value) in after.iter().filter(|(k, v)| before.get(*k) != Some(*v)) {
-        let mut value = serde_json::to_value(value).unwrap_or_default();
-        if let (Some(old), Some(new)) =
-            (before.get(key).and_then(|b| serde_json::to_value(b).ok()), value.as_object_mut())
-        {
-            for field in old.as_object().into_iter().flat_map(|o| o.keys()) {
-                new.entry(field.clone()).or_insert(Value::Null);
-            }
-        }
-        patch.insert(key.clone(), value);
-    }
-    Value::Object(patch)
+        .map(drop)
+        .map_err(|e| Error::kube(format!("clearing the ownership ledger of DatabricksAccount {name}"), e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     #[test]
-    fn the_patch_carries_only_what_changed() {
-        let before: BTreeMap<String, u8> = [("a".into(), 1), ("b".into(), 2), ("c".into(), 3)].into();
-        let after: BTreeMap<String, u8> = [("a".into(), 1), ("b".into(), 5), ("d".into(), 4)].into();
-        assert_eq!(diff(&before, &after), json!({"b": 5, "c": null, "d": 4}));
-        assert_eq!(diff(&before, &before), json!({}));
-    }
-
-    #[test]
-    fn a_field_a_record_drops_is_cleared() {
-        use crate::crd::AppConnectionRecord;
-        let pending = AppConnectionRecord {
+    fn ledger_records_become_claims_of_the_account_not_the_object() {
+        let record = AppConnectionRecord {
             namespace: "ns".into(),
-            name: "app".into(),
-            display_name: "app".into(),
-            integration_id: None,
-            creating_since: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                "2026-11-30T12:00:00Z".parse().expect("time"),
-            )),
-        };
-        let done = AppConnectionRecord {
-            creating_since: None,
+            name: "portal".into(),
+            display_name: "Portal".into(),
             integration_id: Some("i-1".into()),
-            ..pending.clone()
+            creating_since: Some(Time("2026-11-30T12:00:00Z".parse().expect("time"))),
         };
-        let patch = diff(&[("uid".to_owned(), pending)].into(), &[("uid".to_owned(), done)].into());
-        assert_eq!(patch["uid"]["creatingSince"], Value::Null, "{patch}");
-        assert!(patch["uid"].as_object().expect("record").contains_key("creatingSince"), "{patch}");
-        assert_eq!(patch["uid"]["integrationId"], "i-1");
+        let claim = app_claim("ACCT", "uid-1", &record);
+        assert_eq!(claim.name_any(), "app.acct.uid-1");
+        assert_eq!(
+            (claim.spec.remote.id.as_deref(), claim.spec.owner.name.as_str()),
+            (Some("i-1"), "portal")
+        );
+        assert_eq!(claim.spec.creating_since, record.creating_since);
+        let labels = claim.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get(LABEL_REMOTE_ID).map(String::as_str), Some("i-1"));
+        let adopted = ObjectRecord { namespace: "ns".into(), name: "legacy".into(), uid: "uid-2".into() };
+        let claim = adoption_claim("acct", "6A1F2C3D-0000-4000-8000-000000000001", &adopted);
+        assert!(claim.spec.adopted);
+        assert_eq!(claim.spec.remote.application_id.as_deref(), Some("6a1f2c3d-0000-4000-8000-000000000001"));
     }
 }

@@ -3,10 +3,12 @@
 
 pub mod accounts;
 pub mod assignments;
+pub mod claims;
 pub mod events;
 pub mod federation;
 pub mod ledger;
 pub mod principals;
+pub mod release;
 pub mod rollout;
 pub mod secrets;
 pub mod status;

@@ -1,6 +1,6 @@
 //! Which ServicePrincipal stands for which remote principal, as every kind that acts on a principal must prove it:
-//! the object whose UID a principal is tagged with, the adoption claims in the account's ledger, and the principal
-//! a ServicePrincipal's status names once Databricks confirms it is that object's own.
+//! the object whose UID a principal is tagged with, the principals' claims, and the principal a
+//! ServicePrincipal's status names once Databricks confirms it is that object's own.
 
 use std::{
     sync::{Arc, Mutex},
@@ -9,9 +9,10 @@ use std::{
 
 use kube::{Api, Client, ResourceExt, runtime::reflector::Store};
 
-use super::{accounts::Access, ledger};
+use super::{accounts::Access, claims::Claims};
 use crate::{
     controllers::rules::{
+        claims as claim_rules,
         error::{Error, Refusal},
         ownership::{self, AdoptionFacts, OtherOwner},
         reason::Reason,
@@ -23,14 +24,15 @@ use crate::{
 /// The ServicePrincipal objects of the cluster, from the principal controller's store once it runs.
 pub struct Principals {
     kube: Client,
+    claims: Claims,
     /// The principal controller's store: which object created which principal (by UID). Set by the wiring once
     /// the controller exists; until then every look-up lists the objects.
     store: Mutex<Option<Store<ServicePrincipal>>>,
 }
 
 impl Principals {
-    pub fn new(kube: Client) -> Self {
-        Self { kube, store: Mutex::new(None) }
+    pub fn new(kube: Client, claims: Claims) -> Self {
+        Self { kube, claims, store: Mutex::new(None) }
     }
 
     /// Reads objects from `store` from now on (the running principal controller's).
@@ -95,12 +97,12 @@ impl Principals {
         Ok(ownership::adoption_refusal(&access.grants, facts))
     }
 
-    /// Whether the account's ledger names `sp` as the adopter of its principal.
-    pub async fn holds_claim(&self, sp: &ServicePrincipal) -> Result<bool, Error> {
+    /// Whether `sp` holds the claim on the principal it adopts (and the claim is not being released).
+    pub async fn holds_claim(&self, access: &Access, sp: &ServicePrincipal) -> Result<bool, Error> {
         let Some(adopt) = &sp.spec.adopt else { return Ok(false) };
-        let ledger = ledger::read(&self.kube, &sp.spec.account_ref.name).await?;
+        let name = claim_rules::principal_claim_name(&access.account.spec.account_id, &adopt.application_id);
         let uid = sp.uid().unwrap_or_default();
-        Ok(ledger.adoptions.get(&adopt.application_id.to_lowercase()).is_some_and(|r| r.uid == uid))
+        Ok(self.claims.get(&name).await?.is_some_and(|c| claim_rules::held_by(&c, &uid) && !c.spec.releasing))
     }
 
     /// The principal a ServicePrincipal's status names, once Databricks confirms it is that object's own (its tag,
@@ -128,7 +130,7 @@ impl Principals {
                 // claim.
                 Some(_) => {
                     self.adoption_refusal(sp, access, &principal).await?.is_none()
-                        && self.holds_claim(sp).await?
+                        && self.holds_claim(access, sp).await?
                 }
             };
         if !confirmed {

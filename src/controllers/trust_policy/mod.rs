@@ -4,7 +4,9 @@
 //!
 //! Policy ids are deterministic, so a create whose answer was lost is found by id: no search is needed.
 
+mod claim;
 mod oidc;
+mod target;
 mod verify;
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -17,11 +19,12 @@ use kube::{
 };
 
 pub use oidc::{cluster_issuer, service_account_oidc};
+use target::{Target, referenced_principal, writable_principal};
 
 use crate::{
     controllers::{
         rules::{
-            conditions,
+            claims, conditions,
             error::Error,
             meta::{INSTANCE, MANAGED_BY, MANAGER, keys, orphaned_by_annotation},
             reason::Reason,
@@ -33,12 +36,11 @@ use crate::{
             lifecycle::{self, managed},
         },
         services::{
-            accounts::Access,
             federation::{self, Removed, policy_id},
-            secrets, status as status_write,
+            release, secrets,
         },
     },
-    crd::{ServicePrincipal, TrustPolicy, TrustPolicyStatus},
+    crd::{DatabricksClaim, TrustPolicy, TrustPolicyStatus},
     databricks::{
         AccountClient,
         types::{FederationPolicy, OidcPolicy},
@@ -84,58 +86,6 @@ fn config_map_name(policy: &TrustPolicy) -> String {
     format!("{}-databricks-federation", policy.name_any())
 }
 
-/// The principal a policy is put on: the account access of the policy's namespace, and the principal confirmed
-/// in Databricks to be the referenced object's own (its status alone proves nothing).
-struct Target {
-    access: Access,
-    principal_id: String,
-    application_id: String,
-}
-
-/// The referenced ServicePrincipal object (same namespace).
-async fn referenced_object(ctx: &Context, policy: &TrustPolicy) -> Result<ServicePrincipal, Error> {
-    let name = &policy.spec.service_principal_ref.name;
-    let api: Api<ServicePrincipal> =
-        Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
-    api.get_opt(name)
-        .await
-        .map_err(|e| Error::kube(format!("reading ServicePrincipal {name}"), e))?
-        .ok_or_else(|| Error::Waiting {
-            reason: Reason::ServicePrincipalNotFound,
-            message: format!("ServicePrincipal {name} does not exist in this namespace"),
-        })
-}
-
-/// The principal of the referenced ServicePrincipal, to delete a policy from.
-async fn referenced_principal(ctx: &Context, policy: &TrustPolicy) -> Result<Target, Error> {
-    let sp = referenced_object(ctx, policy).await?;
-    confirmed(ctx, policy, &sp).await
-}
-
-/// Like [`referenced_principal`], but not while the ServicePrincipal is being deleted: its cleanup removes the
-/// policies put on it, and a policy created meanwhile would outlive it (its own deletion event wakes this
-/// controller).
-async fn writable_principal(ctx: &Context, policy: &TrustPolicy) -> Result<Target, Error> {
-    let sp = referenced_object(ctx, policy).await?;
-    if sp.metadata.deletion_timestamp.is_some() {
-        return Err(Error::Waiting {
-            reason: Reason::ServicePrincipalDeleting,
-            message: format!(
-                "ServicePrincipal {} is being deleted; nothing is written for it",
-                sp.name_any()
-            ),
-        });
-    }
-    confirmed(ctx, policy, &sp).await
-}
-
-async fn confirmed(ctx: &Context, policy: &TrustPolicy, sp: &ServicePrincipal) -> Result<Target, Error> {
-    let namespace = policy.namespace().unwrap_or_default();
-    let access = ctx.accounts.client_for(&sp.spec.account_ref.name, &namespace).await?;
-    let remote = ctx.principals.confirmed(&access, sp).await?;
-    Ok(Target { access, principal_id: remote.id, application_id: remote.application_id })
-}
-
 /// A full pass: the federation policy brought in line (or created), its ConfigMap written, and the proof.
 async fn apply(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStatus) -> Result<(), Error> {
     let generation = policy.metadata.generation;
@@ -148,10 +98,7 @@ async fn apply(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStat
         oidc_policy: Some(oidc.clone()),
         ..FederationPolicy::default()
     };
-    let stored = match find_ours(&target, policy, status).await? {
-        Some(found) => update_if_drifted(ctx, &target, policy, found, &want, &oidc).await?,
-        None => create_with_intent(ctx, &target, policy, status, &want).await?,
-    };
+    let stored = converge_policy(ctx, &target, policy, status, &want, &oidc).await?;
     status.policy_id = Some(policy_id(policy));
     status.uid = stored.uid.clone();
     status.service_principal_id = Some(target.principal_id.clone());
@@ -173,12 +120,44 @@ async fn apply(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStat
     Ok(())
 }
 
-/// The policy under this object's id, when it is ours: the one whose uid this object recorded, or, when it recorded
-/// the id but not yet the uid (a create whose answer was lost), the one found under that id. Anything else under
-/// the id is someone else's.
+/// The federation policy as the spec says: updated when it drifted, created (with the claim as the intent) when
+/// absent, and its uid recorded in the claim.
+async fn converge_policy(
+    ctx: &Context,
+    target: &Target,
+    policy: &TrustPolicy,
+    status: &TrustPolicyStatus,
+    want: &FederationPolicy,
+    oidc: &OidcPolicy,
+) -> Result<FederationPolicy, Error> {
+    let id = policy_id(policy);
+    let held = claim::read(ctx, target, &id).await?;
+    let (stored, held) = match find_ours(target, policy, held.as_ref(), status).await? {
+        Some(found) => (update_if_drifted(ctx, target, policy, found, want, oidc).await?, held),
+        None => {
+            let intent = claim::record_intent(ctx, target, policy, &id, held).await?;
+            (create_with_intent(ctx, target, policy, &intent, want).await?, Some(intent))
+        }
+    };
+    if claim::record(ctx, target, policy, held, &stored).await?.is_none() {
+        // The claim went (the principal was released meanwhile): the policy must not outlive it.
+        target.access.client.delete_federation_policy(&target.principal_id, &id).await?;
+        return Err(Error::Waiting {
+            reason: Reason::ServicePrincipalMismatch,
+            message: format!(
+                "The claim on federation policy {id} was released while it was written; it was removed"
+            ),
+        });
+    }
+    Ok(stored)
+}
+
+/// The policy under this object's id, when it is ours (see [`claim::is_ours`]); anything else under the id is
+/// someone else's.
 async fn find_ours(
     target: &Target,
     policy: &TrustPolicy,
+    held: Option<&DatabricksClaim>,
     status: &TrustPolicyStatus,
 ) -> Result<Option<FederationPolicy>, Error> {
     let (id, principal_id) = (policy_id(policy), &target.principal_id);
@@ -187,10 +166,8 @@ async fn find_ours(
         Err(err) if err.is_not_found() => return Ok(None),
         Err(err) => return Err(err.into()),
     };
-    let recorded = status.uid.is_some() && status.uid == found.uid;
-    let interrupted = status.uid.is_none() && status.policy_id.as_deref() == Some(id.as_str());
-    if !recorded && !interrupted {
-        return Err(policy_conflict(&id, principal_id));
+    if !claim::is_ours(held, &policy.uid().unwrap_or_default(), &found, status) {
+        return Err(claim::policy_conflict(&id, principal_id));
     }
     Ok(Some(found))
 }
@@ -218,30 +195,37 @@ async fn update_if_drifted(
     Ok(updated)
 }
 
-/// Creates the policy, with the intent recorded before the create: a create whose answer is lost is recognised
-/// by it.
+/// Creates the policy, its intent (`intent`, this object's claim) recorded before: a create whose answer is lost
+/// is recognised by it. An adopted principal's claim is looked at once more after the intent, so a release that
+/// began meanwhile (and listed the policies to remove before this intent existed) is never outlived.
 async fn create_with_intent(
     ctx: &Context,
     target: &Target,
     policy: &TrustPolicy,
-    status: &mut TrustPolicyStatus,
+    intent: &DatabricksClaim,
     want: &FederationPolicy,
 ) -> Result<FederationPolicy, Error> {
     let (id, principal_id) = (policy_id(policy), &target.principal_id);
-    status.policy_id = Some(id.clone());
-    status.uid = None;
-    status.service_principal_id = Some(principal_id.clone());
-    status_write::replace(&lifecycle::api(ctx, policy), policy, status).await?;
+    if target.sp.spec.adopt.is_some() && !ctx.principals.holds_claim(&target.access, &target.sp).await? {
+        ctx.claims.delete(intent).await?;
+        return Err(Error::Waiting {
+            reason: Reason::ServicePrincipalDeleting,
+            message: format!(
+                "ServicePrincipal {} is releasing its principal; nothing is written for it",
+                target.sp.name_any()
+            ),
+        });
+    }
     let created = match target.access.client.create_federation_policy(principal_id, Some(&id), want).await {
         Ok(created) => created,
         Err(err) => {
             // Databricks said no (4xx): nothing was created under the id, so the intent must not stand (on a
             // conflict the policy there is someone else's). A lost answer or a 5xx keeps it.
             if err.status().is_some_and(|s| (400..500).contains(&s)) {
-                status.policy_id = None;
+                ctx.claims.delete(intent).await?;
             }
             return Err(if err.is_conflict() {
-                policy_conflict(&id, principal_id)
+                claim::policy_conflict(&id, principal_id)
             } else if err.is_limit_reached() {
                 Error::NeedsAttention {
                     reason: Reason::PolicyLimitReached,
@@ -258,16 +242,6 @@ async fn create_with_intent(
     let note = format!("Created federation policy {id} on service principal {principal_id}");
     ctx.event(policy, EventType::Normal, "Created", "Create", &note).await;
     Ok(created)
-}
-
-fn policy_conflict(id: &str, sp_id: &str) -> Error {
-    Error::NeedsAttention {
-        reason: Reason::PolicyConflict,
-        message: format!(
-            "Service principal {sp_id} already has a federation policy {id} that this TrustPolicy did not create; \
-             it was left untouched. Choose another spec.policyId (or delete that policy in Databricks)"
-        ),
-    }
 }
 
 /// The ConfigMap a pod mounts to use the federation (`DATABRICKS_AUTH_TYPE=file-oidc`).
@@ -329,18 +303,17 @@ async fn write_config_map(
         .map_err(|e| Error::kube(format!("writing ConfigMap {name}"), e))
 }
 
-/// Deletion: only a policy whose uid this object recorded is deleted, under the principal's confirmed id.
+/// Deletion: only the policy this object's claim names is deleted, under the principal's confirmed id (an
+/// earlier version's record in status stands in for a claim).
 async fn cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Error> {
-    if policy.status.as_ref().and_then(|s| s.uid.as_ref()).is_none() {
-        return Ok(Action::await_change());
-    }
     let id = policy_id(&policy);
     let remote = format!("federation policy {id}");
     let orphan = orphaned_by_annotation(policy.as_ref());
     if !deletion::may_delete_remote(policy.as_ref(), ctx, orphan, &remote).await? {
         return Ok(Action::await_change());
     }
-    // Without its principal (object or remote) there is nothing to delete: the policy went with the principal.
+    // Without its principal (object or remote) there is nothing to delete: the policy went with the principal (a
+    // claim left behind is swept with its object gone).
     let target = match referenced_principal(ctx, &policy).await {
         Err(Error::Waiting { .. }) => return Ok(Action::await_change()),
         other => other,
@@ -349,7 +322,20 @@ async fn cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Erro
         return Ok(Action::await_change());
     };
     let client: &AccountClient = &target.access.client;
-    let removed = federation::delete_recorded(&ctx.events, client, &policy, &target.principal_id, "").await?;
+    let uid = policy.uid().unwrap_or_default();
+    let removed = match claim::read(ctx, &target, &id).await? {
+        Some(held) if claims::held_by(&held, &uid) => {
+            let removed = release::remove_policy(client, &held, &target.principal_id).await?;
+            ctx.claims.delete(&held).await?;
+            if removed {
+                let note = format!("Deleted federation policy {id}");
+                ctx.event(policy.as_ref(), EventType::Normal, "Deleted", "Delete", &note).await;
+            }
+            Removed::Deleted
+        }
+        Some(_) => Removed::NotOurs,
+        None => federation::delete_recorded(&ctx.events, client, &policy, &target.principal_id, "").await?,
+    };
     if removed == Removed::NotOurs {
         let note = format!("Federation policy {id} is not the one this object created; left untouched");
         ctx.event(policy.as_ref(), EventType::Warning, "IdentityMismatch", "Delete", &note).await;

@@ -1,0 +1,80 @@
+//! DatabricksClaims: the operator's ownership records, one small cluster-scoped object per remote object, written
+//! only by the operator. A create of a name that exists is refused by the apiserver: that refusal is what keeps
+//! one owner per remote object. Every write touches one claim; reads are quorum reads (never a lagging cache).
+
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, PostParams, Preconditions},
+};
+
+use crate::{
+    controllers::rules::{error::Error, meta::MANAGER},
+    crd::DatabricksClaim,
+};
+
+/// Reads and writes claims.
+#[derive(Clone)]
+pub struct Claims {
+    api: Api<DatabricksClaim>,
+}
+
+impl Claims {
+    pub fn new(kube: Client) -> Self {
+        Self { api: Api::all(kube) }
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Option<DatabricksClaim>, Error> {
+        self.api.get_opt(name).await.map_err(|e| Error::kube(format!("reading DatabricksClaim {name}"), e))
+    }
+
+    /// Creates `claim`: `Ok(Ok(created))`, or `Ok(Err(existing))` when a claim of that name exists.
+    pub async fn create(
+        &self,
+        claim: &DatabricksClaim,
+    ) -> Result<Result<DatabricksClaim, DatabricksClaim>, Error> {
+        let name = claim.name_any();
+        let params = PostParams { field_manager: Some(MANAGER.to_owned()), ..PostParams::default() };
+        match self.api.create(&params, claim).await {
+            Ok(created) => Ok(Ok(created)),
+            Err(kube::Error::Api(status)) if status.code == 409 => match self.get(&name).await? {
+                Some(existing) => Ok(Err(existing)),
+                // Deleted meanwhile: whoever asks next creates it.
+                None => {
+                    Err(Error::kube(format!("creating DatabricksClaim {name}"), kube::Error::Api(status)))
+                }
+            },
+            Err(err) => Err(Error::kube(format!("creating DatabricksClaim {name}"), err)),
+        }
+    }
+
+    /// Replaces `claim`, guarded by its resourceVersion: `Ok(None)` when it changed or was deleted since it was
+    /// read (the caller must read again and decide again).
+    pub async fn replace(&self, claim: &DatabricksClaim) -> Result<Option<DatabricksClaim>, Error> {
+        let name = claim.name_any();
+        let params = PostParams { field_manager: Some(MANAGER.to_owned()), ..PostParams::default() };
+        match self.api.replace(&name, &params, claim).await {
+            Ok(replaced) => Ok(Some(replaced)),
+            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(None),
+            Err(err) => Err(Error::kube(format!("writing DatabricksClaim {name}"), err)),
+        }
+    }
+
+    /// Deletes `claim` when it is still the claim that was read (same UID); a claim already gone is fine.
+    pub async fn delete(&self, claim: &DatabricksClaim) -> Result<(), Error> {
+        let name = claim.name_any();
+        let preconditions = Preconditions { uid: claim.uid(), resource_version: None };
+        let params = DeleteParams { preconditions: Some(preconditions), ..DeleteParams::default() };
+        match self.api.delete(&name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
+            Err(err) => Err(Error::kube(format!("deleting DatabricksClaim {name}"), err)),
+        }
+    }
+
+    /// Every claim matching the label `selector`, read from the apiserver (not a cache).
+    pub async fn list(&self, selector: &str) -> Result<Vec<DatabricksClaim>, Error> {
+        let params = ListParams::default().labels(selector);
+        let listed = self.api.list(&params).await.map_err(|e| Error::kube("listing DatabricksClaims", e))?;
+        Ok(listed.items)
+    }
+}

@@ -1,0 +1,159 @@
+//! Releasing a claim on an adopted principal: what the operator added under it (the OAuth secrets it minted, the
+//! federation policies put on the principal, the workspace assignments it made) is removed before anyone else may
+//! hold the principal. Driven by the claims alone, never by an object's status.
+
+use super::{assignments, claims::Claims};
+use crate::{
+    controllers::rules::{
+        claims::{LABEL_PRINCIPAL, selector},
+        error::Error,
+        intent,
+        reason::Reason,
+    },
+    crd::{ClaimedAssignment, ClaimedKind, DatabricksClaim, WorkspacePermission},
+    databricks::AccountClient,
+};
+
+/// What a release removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stripped {
+    pub secrets: usize,
+    pub policies: usize,
+    pub assignments: usize,
+}
+
+impl Stripped {
+    pub fn is_empty(&self) -> bool {
+        *self == Stripped::default()
+    }
+
+    /// "2 OAuth secret(s), 1 federation policy(ies)", for events.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (n, what) in [
+            (self.secrets, "OAuth secret(s)"),
+            (self.policies, "federation policy(ies)"),
+            (self.assignments, "workspace assignment(s)"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        parts.join(", ")
+    }
+}
+
+/// Marks `claim` as being released (nothing new is added under it from now on) and removes what was added under
+/// it. The claim itself stays: the caller deletes it, or takes it over.
+pub async fn strip(
+    claims: &Claims,
+    cache: &assignments::Cache,
+    client: &AccountClient,
+    claim: &DatabricksClaim,
+) -> Result<Stripped, Error> {
+    let Some(principal_id) = claim.spec.remote.id.clone() else { return Ok(Stripped::default()) };
+    let claim = mark_releasing(claims, claim).await?;
+    let mut stripped = Stripped::default();
+    for secret in &claim.spec.secrets {
+        client.delete_secret(&principal_id, secret).await?;
+        stripped.secrets += 1;
+    }
+    stripped.policies = remove_policies(claims, client, &claim.spec.account_id, &principal_id).await?;
+    for assignment in &claim.spec.workspaces {
+        restore(cache, client, &principal_id, assignment).await?;
+        stripped.assignments += 1;
+    }
+    Ok(stripped)
+}
+
+async fn mark_releasing(claims: &Claims, claim: &DatabricksClaim) -> Result<DatabricksClaim, Error> {
+    if claim.spec.releasing {
+        return Ok(claim.clone());
+    }
+    let mut releasing = claim.clone();
+    releasing.spec.releasing = true;
+    claims.replace(&releasing).await?.ok_or_else(|| Error::Waiting {
+        reason: Reason::AdoptionNotRecorded,
+        message: format!(
+            "the claim {} changed while it was released; retrying",
+            claim.metadata.name.as_deref().unwrap_or("?")
+        ),
+    })
+}
+
+/// Deletes the federation policies whose claims put them on `principal_id` (the policy whose uid a claim
+/// recorded, or one created within the window of a claim's intent), and those claims.
+pub async fn remove_policies(
+    claims: &Claims,
+    client: &AccountClient,
+    account_id: &str,
+    principal_id: &str,
+) -> Result<usize, Error> {
+    let mut removed = 0;
+    for claim in claims
+        .list(&selector(ClaimedKind::FederationPolicy, account_id, &[(LABEL_PRINCIPAL, principal_id)]))
+        .await?
+    {
+        if remove_policy(client, &claim, principal_id).await? {
+            removed += 1;
+        }
+        claims.delete(&claim).await?;
+    }
+    Ok(removed)
+}
+
+/// Deletes the federation policy `claim` names on `principal_id`, when it is the claimed one. Returns whether one
+/// was deleted.
+pub async fn remove_policy(
+    client: &AccountClient,
+    claim: &DatabricksClaim,
+    principal_id: &str,
+) -> Result<bool, Error> {
+    let Some(id) = claim.spec.remote.id.as_deref() else { return Ok(false) };
+    let found = match client.get_federation_policy(principal_id, id).await {
+        Ok(found) => found,
+        Err(err) if err.is_not_found() => return Ok(false),
+        Err(err) => return Err(err.into()),
+    };
+    let claimed = match (&claim.spec.remote.uid, &claim.spec.creating_since) {
+        (Some(uid), _) => found.uid.as_ref() == Some(uid),
+        // A create whose answer was lost: the policy there came from it when it was made within the window.
+        (None, Some(since)) => intent::within(intent::parse_time(found.create_time.as_deref()), since.0),
+        (None, None) => false,
+    };
+    if claimed {
+        client.delete_federation_policy(principal_id, id).await?;
+    }
+    Ok(claimed)
+}
+
+/// Puts back what the principal had in a workspace before the claim's assignment (or removes it).
+async fn restore(
+    cache: &assignments::Cache,
+    client: &AccountClient,
+    principal_id: &str,
+    assignment: &ClaimedAssignment,
+) -> Result<(), Error> {
+    let workspace = assignment.workspace_id;
+    let numeric: i64 = principal_id.parse().unwrap_or_default();
+    match assignment.previous {
+        None => {
+            client.delete_workspace_assignment(workspace, principal_id).await?;
+            cache.record(client, workspace, numeric, None).await;
+        }
+        Some(previous) => {
+            let name = permission_name(previous);
+            client.put_workspace_assignment(workspace, principal_id, &[name]).await?;
+            cache.record(client, workspace, numeric, Some(vec![name.to_owned()])).await;
+        }
+    }
+    Ok(())
+}
+
+/// The wire name of a workspace permission.
+pub fn permission_name(permission: WorkspacePermission) -> &'static str {
+    match permission {
+        WorkspacePermission::Admin => "ADMIN",
+        WorkspacePermission::User => "USER",
+    }
+}
