@@ -104,7 +104,7 @@ async fn a_churning_namespace_leaves_another_its_fair_share() {
         .expect("A's principals");
     let a_principals = all_ready(&a, 200, Duration::from_secs(180)).await;
 
-    // Labels and other tools' annotations cost no Databricks call: 200 of each, every one reconciled.
+    // Labels and other tools' annotations cost no pass and no Databricks call: 200 of each.
     let reconciles = || {
         let labels = ControllerLabels { controller: "serviceprincipal".into() };
         operator.ctx.metrics.reconciles.get_or_create(&labels).get()
@@ -114,11 +114,21 @@ async fn a_churning_namespace_leaves_another_its_fair_share() {
         let patch = json!({"metadata": {"labels": {"team": "a"}, "annotations": {"example.com/build": "1"}}});
         a.patch(&sp.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.expect("label");
     }
-    wait_for(Duration::from_secs(60), || async { (reconciles() >= before + 200).then_some(()) })
+    // A principal created after them, in the same watch: once it is Ready, every change before it was seen.
+    let sentinel: Api<ServicePrincipal> = Api::namespaced(env.client.clone(), &env.namespace);
+    sentinel
+        .create(&PostParams::default(), &principal("sentinel", &operator.account, false))
         .await
-        .expect("every change reconciled");
+        .expect("sentinel");
+    wait_for(Duration::from_secs(60), || async { sentinel.get("sentinel").await.ok().filter(is_ready) })
+        .await
+        .expect("the sentinel is Ready");
     let stats = operator.emulator.stats().await;
-    assert_eq!(stats.requests, requests_before, "labels and foreign annotations cost Databricks calls");
+    let a_marks = marks(&a_principals);
+    let touched = stats.log[requests_before as usize..].iter().filter(|r| r.names_any(&a_marks)).count();
+    assert_eq!(touched, 0, "labels and foreign annotations cost Databricks calls");
+    let woken = reconciles() - before;
+    assert!(woken <= 4, "labels and foreign annotations woke {woken} passes (the sentinel's own are a few)");
 
     // Now a read budget A alone can exhaust: 10 reads per second, and A's churn asks for far more.
     let read_bound = json!({"reads": {"requestsPerSecond": 10, "burst": 2}});
@@ -167,7 +177,6 @@ async fn a_churning_namespace_leaves_another_its_fair_share() {
     let b_ready = now_ms();
     assert!(!churn.is_finished(), "A stopped churning before B was Ready");
     // A still had work when B was done: its requests go on after B's last.
-    let a_marks = marks(&a_principals);
     wait_for(Duration::from_secs(30), || async {
         let log = operator.emulator.stats().await.log;
         log.iter().any(|r| r.at_ms > b_ready && r.names_any(&a_marks)).then_some(())

@@ -109,6 +109,22 @@ impl Limits {
         }
     }
 
+    /// The tighter of `self` and `other`, limit by limit (two configurations of one account).
+    pub fn tightest(&self, other: &Limits) -> Limits {
+        let rate = |a: Rate, b: Rate| Rate::new(a.per_second.min(b.per_second), a.burst.min(b.burst));
+        Limits {
+            reads: rate(self.reads, other.reads),
+            writes: rate(self.writes, other.writes),
+            patches: rate(self.patches, other.patches),
+            total: match (self.total, other.total) {
+                (Some(a), Some(b)) => Some(rate(a, b)),
+                (a, b) => a.or(b),
+            },
+            max_concurrency: self.max_concurrency.min(other.max_concurrency),
+            max_queued_per_namespace: self.max_queued_per_namespace.min(other.max_queued_per_namespace),
+        }
+    }
+
     fn rate(&self, class: Class) -> Rate {
         match class {
             Class::Read => self.reads,
@@ -142,6 +158,10 @@ pub trait BudgetObserver: Send + Sync {
     /// Databricks throttled a request of `class` (429).
     fn throttled(&self, class: Class);
 }
+
+/// How far beyond its bound a namespace alone may queue: work is conserved (an idle account's budget goes to the
+/// only busy namespace), yet a namespace never holds every reconcile worker.
+const LONE_NAMESPACE_FACTOR: u32 = 4;
 
 /// Token buckets per class, fair queues per namespace, and the in-flight limit.
 #[derive(Clone)]
@@ -285,6 +305,11 @@ impl Budget {
         &self.shared.limits
     }
 
+    /// Whether `other` is this budget (a clone of it), not merely one with the same limits.
+    pub fn same(&self, other: &Budget) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// Waits for the namespace's turn in `class`, a token, and a free slot; or, when the namespace already has
     /// the most requests it may queue, returns at once.
     pub async fn acquire(&self, class: Class, namespace: &str) -> Result<Permit, Deferred> {
@@ -301,21 +326,45 @@ impl Budget {
         }
     }
 
+    /// Whether a pass of `namespace` whose first request is of `class` may start now, without sending anything:
+    /// `Err` when [`Budget::acquire`] would defer it. A pass that writes before its first request asks this first,
+    /// so that a deferral never follows a write.
+    pub fn admit(&self, class: Class, namespace: &str) -> Result<(), Deferred> {
+        let queued = lock(&self.shared.queued).get(namespace).copied().unwrap_or(0);
+        match self.defers(class, namespace, queued) {
+            true => Err(self.deferred(class, namespace, queued)),
+            false => Ok(()),
+        }
+    }
+
+    /// Whether a namespace with `queued` waiting requests is deferred: at its bound while another namespace waits
+    /// for the class (its share is the other's to take), or far beyond it (then it holds every worker).
+    fn defers(&self, class: Class, namespace: &str, queued: u32) -> bool {
+        let bound = self.shared.limits.max_queued_per_namespace;
+        if queued < bound {
+            return false;
+        }
+        let others = lock(&self.shared.queues[class.index()]).turns.iter().any(|n| n.as_ref() != namespace);
+        others || queued >= bound.saturating_mul(LONE_NAMESPACE_FACTOR)
+    }
+
+    fn deferred(&self, class: Class, namespace: &str, queued: u32) -> Deferred {
+        if let Some(observer) = &self.shared.observer {
+            observer.deferred(class, namespace);
+        }
+        Deferred { class, queued }
+    }
+
     async fn enter(&self, class: Class, namespace: &str, may_defer: bool) -> Result<Permit, Deferred> {
         let shared = &self.shared;
         let namespace: Arc<str> = Arc::from(namespace);
         let _queued = {
             let mut queued = lock(&shared.queued);
-            // Always at the bound, even with nobody else waiting: the bound also keeps reconcile workers free for
-            // another namespace's objects, whose requests could not queue without one.
             let count = queued.entry(namespace.clone()).or_insert(0);
-            if may_defer && *count >= shared.limits.max_queued_per_namespace {
-                let deferred = Deferred { class, queued: *count };
+            if may_defer && self.defers(class, &namespace, *count) {
+                let waiting = *count;
                 drop(queued);
-                if let Some(observer) = &shared.observer {
-                    observer.deferred(class, &namespace);
-                }
-                return Err(deferred);
+                return Err(self.deferred(class, &namespace, waiting));
             }
             *count += 1;
             Queued { shared, namespace: namespace.clone() }
@@ -498,21 +547,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_full_namespace_queue_defers_without_blocking_others() {
+    async fn a_full_namespace_queue_defers_only_while_another_namespace_waits() {
         let budget = Budget::new(Limits { max_queued_per_namespace: 2, ..limits(Rate::new(1.0, 1)) });
         drop(budget.acquire(Class::Read, "busy").await.expect("the burst"));
-        let waiting: Vec<_> = (0..2)
-            .map(|_| {
-                let budget = budget.clone();
-                tokio::spawn(async move { budget.acquire(Class::Read, "busy").await.map(drop) })
-            })
-            .collect();
+        let spawn = |namespace: &'static str| {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.acquire(Class::Read, namespace).await.map(drop) })
+        };
+        let mut waiting: Vec<_> = (0..2).map(|_| spawn("busy")).collect();
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let third = budget.acquire(Class::Read, "busy").await;
-        assert_eq!(third.err(), Some(Deferred { class: Class::Read, queued: 2 }));
-        // Another namespace still queues (and is served in turn).
-        let other = budget.clone();
-        let other = tokio::spawn(async move { other.acquire(Class::Read, "other").await.map(drop) });
+        // At its bound, but alone: the idle budget is its to use (work is conserved).
+        assert_eq!(budget.admit(Class::Read, "busy"), Ok(()));
+        waiting.push(spawn("busy"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Another namespace queues (and is served in turn); now the busy one is deferred.
+        let other = spawn("other");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let deferred = budget.acquire(Class::Read, "busy").await;
+        assert_eq!(deferred.err(), Some(Deferred { class: Class::Read, queued: 3 }));
+        assert!(budget.admit(Class::Read, "busy").is_err(), "admission says the same");
         for task in waiting {
             task.await.expect("task").expect("granted");
         }
@@ -522,19 +575,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_lone_namespace_never_holds_every_worker() {
+        let budget = Budget::new(Limits { max_queued_per_namespace: 1, ..limits(Rate::new(1.0, 1)) });
+        drop(budget.acquire(Class::Read, "a").await.expect("the burst"));
+        let waiting: Vec<_> = (0..LONE_NAMESPACE_FACTOR)
+            .map(|_| {
+                let budget = budget.clone();
+                tokio::spawn(async move { budget.acquire(Class::Read, "a").await.map(drop) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(budget.acquire(Class::Read, "a").await.is_err(), "far beyond its bound");
+        for task in waiting {
+            task.await.expect("task").expect("granted");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_admitted_pass_is_never_deferred_but_counts() {
         let budget = Budget::new(Limits { max_queued_per_namespace: 1, ..limits(Rate::new(1.0, 1)) });
         drop(budget.acquire(Class::Read, "a").await.expect("the burst"));
         let waiting = budget.clone();
         let waiting = tokio::spawn(async move { waiting.acquire_admitted(Class::Write, "a").await });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        // The admitted request waits beyond the bound; it counts, so a new pass of the namespace is deferred.
+        // The admitted request waits beyond the bound; it counts, so while another namespace waits a new pass of
+        // the namespace is deferred.
         let admitted = budget.clone();
         let admitted = tokio::spawn(async move { admitted.acquire_admitted(Class::Read, "a").await });
+        let other = budget.clone();
+        let other = tokio::spawn(async move { other.acquire(Class::Read, "b").await.map(drop) });
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(budget.acquire(Class::Read, "a").await.is_err());
         drop(waiting.await.expect("task"));
         drop(admitted.await.expect("task"));
+        other.await.expect("task").expect("granted");
     }
 
     #[tokio::test(start_paused = true)]

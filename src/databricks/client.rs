@@ -514,6 +514,23 @@ impl AccountClient {
 
     // ---- the request loop ----
 
+    /// Whether this pass may start now (its first request being of `class`): a pass that writes elsewhere (a
+    /// Kubernetes record) before its first Databricks request asks first, so it is never deferred after that
+    /// write. Once admitted, none of its requests is deferred.
+    pub fn admit(&self, operation: &'static str, class: Class) -> Result<(), Error> {
+        if self.admitted.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let budget = &self.inner.options.budget;
+        budget.admit(class, &self.namespace).map_err(|d| Error::Deferred {
+            operation,
+            class: d.class.name(),
+            queued: d.queued,
+        })?;
+        self.admitted.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// This namespace's turn in the budget of `class`.
     async fn acquire(&self, operation: &'static str, class: Class) -> Result<Permit, Error> {
         let budget = &self.inner.options.budget;

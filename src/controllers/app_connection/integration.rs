@@ -22,7 +22,7 @@ use crate::{
         ClaimedKind, ClaimedObject, DatabricksAppConnection, DatabricksAppConnectionStatus, DatabricksClaim,
     },
     databricks::{
-        self, AccountClient,
+        self, AccountClient, Class,
         types::{CreatedCustomApp, CustomApp, CustomAppUpdate, NewCustomApp, TokenAccessPolicy},
     },
 };
@@ -204,6 +204,8 @@ pub async fn create(
     want: &NewCustomApp,
 ) -> Result<CreatedCustomApp, Error> {
     let account_id = &access.account.spec.account_id;
+    // Admitted by the budget before the intent is written: a deferred create must not cost two claim writes.
+    access.client.admit("apps.create", Class::Write)?;
     check_limit(app, ctx, &access.account.name_any(), account_id).await?;
     let claim = record_intent(app, ctx, account_id, claim).await?;
     let created = match access.client.create_custom_app(want).await {

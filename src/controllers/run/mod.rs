@@ -143,7 +143,7 @@ fn policy_controller(ctx: &Arc<Context>, stop: &Stop) -> impl Future<Output = ()
 }
 
 fn account_controller(ctx: &Arc<Context>, stop: &Stop) -> impl Future<Output = ()> + use<> {
-    let controller = Controller::new(accounts(&ctx.client), watcher::Config::default().any_semantic());
+    let controller = watches::account_controller(accounts(&ctx.client));
     ctx.accounts.use_store(controller.store());
     drive(controller, ctx, stop, account::CONTROLLER, account::reconcile)
 }

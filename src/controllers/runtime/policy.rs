@@ -27,11 +27,11 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
             })
             .inc();
         if err.is_deferred() {
-            // Expected while a namespace churns; the metric and the object's condition say so.
+            // Expected while namespaces share a busy account; the metric and the object's condition say so. Nothing
+            // was sent, so no backoff: a short jittered retry, so the namespace's share of the budget never idles
+            // while its only work sleeps.
             tracing::debug!(controller, object = %key, error = %err, "pass deferred");
-            // Backoff spreads a churning namespace's retries out; the cap keeps a deferred object of a namespace
-            // that is merely busy from waiting long after its queue has room again.
-            Action::requeue(ctx.backoff.next(&key).min(Duration::from_secs(30)))
+            Action::requeue(Duration::from_millis(rand::random_range(500..1500)))
         } else if err.is_transient() {
             tracing::warn!(controller, object = %key, reason = err.reason().as_str(), error = %err, "reconcile failed; retrying");
             Action::requeue(ctx.backoff.next(&key))

@@ -22,7 +22,7 @@ use crate::{
         tenancy::{self, Grants},
     },
     crd::DatabricksAccount,
-    databricks::{AccountClient, Budget, ClientOptions, Credentials},
+    databricks::{AccountClient, Budget, ClientOptions, Credentials, Limits},
     metrics::Metrics,
 };
 
@@ -49,12 +49,17 @@ pub struct Settings {
     pub concurrency: u16,
 }
 
-/// Clients by account name, rebuilt when the account's spec or credentials change.
+/// Clients by account name, rebuilt when the account's spec or credentials change; budgets by Databricks
+/// account, shared by every object that names it.
 pub struct Registry {
     kube: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
-    clients: Mutex<HashMap<String, Entry>>,
+    /// One slot per account object, locked while its credentials are read (so a slow older read never replaces
+    /// a newer client), and only that account's callers wait for it.
+    clients: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Entry>>>>>,
+    /// One budget per Databricks account id: two DatabricksAccounts for one account share its rate limits.
+    budgets: std::sync::Mutex<HashMap<String, (Limits, Budget)>>,
     /// The account controller's store, read instead of the apiserver on every pass.
     store: std::sync::Mutex<Option<Store<DatabricksAccount>>>,
     /// The newest generation of each account any watch has seen: a store that lags it (a grant just revoked)
@@ -66,6 +71,8 @@ struct Entry {
     spec: String,
     fingerprint: String,
     checked: Instant,
+    /// The budget the client was built with (a changed shared budget rebuilds it).
+    budget: Budget,
     client: AccountClient,
 }
 
@@ -81,7 +88,8 @@ impl Registry {
             kube,
             settings,
             metrics,
-            clients: Mutex::default(),
+            clients: std::sync::Mutex::default(),
+            budgets: std::sync::Mutex::default(),
             store: std::sync::Mutex::default(),
             newest: std::sync::Mutex::default(),
         }
@@ -151,27 +159,31 @@ impl Registry {
         max_age: Duration,
     ) -> Result<(DatabricksAccount, AccountClient), Error> {
         let name = account.name_any();
-        let name = name.as_str();
         let spec = serde_json::to_string(&account.spec).unwrap_or_default();
-        // Held while the credentials are read, so a slow older read never replaces a newer client.
-        let mut clients = self.clients.lock().await;
-        if let Some(entry) = clients.get(name)
-            && entry.spec == spec
-            && entry.checked.elapsed() < max_age
+        let budget = self.budget(&account);
+        let slot = match self.clients.lock() {
+            Ok(mut clients) => clients.entry(name.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let mut entry = slot.lock().await;
+        if let Some(current) = entry.as_ref()
+            && current.spec == spec
+            && current.budget.same(&budget)
+            && current.checked.elapsed() < max_age
         {
-            return Ok((account, entry.client.clone()));
+            return Ok((account, current.client.clone()));
         }
         let (credentials, fingerprint) = credentials(&self.kube, &self.settings, &account).await?;
-        if let Some(entry) = clients.get_mut(name)
-            && entry.fingerprint == fingerprint
+        if let Some(current) = entry.as_mut()
+            && current.fingerprint == fingerprint
+            && current.budget.same(&budget)
         {
-            entry.spec = spec;
-            entry.checked = Instant::now();
-            return Ok((account, entry.client.clone()));
+            current.spec = spec;
+            current.checked = Instant::now();
+            return Ok((account, current.client.clone()));
         }
-        let limits = account.spec.rate_limit.limits(self.settings.concurrency);
         let options = ClientOptions {
-            budget: Budget::with_observer(limits, Some(self.metrics.budget_observer(name))),
+            budget: budget.clone(),
             observer: Some(self.metrics.databricks_observer()),
             ..self.settings.client_options.clone()
         };
@@ -182,11 +194,34 @@ impl Registry {
             options,
         )
         .map_err(|e| Error::Account { reason: Reason::InvalidAccount, message: e.to_string() })?;
-        clients.insert(
-            name.to_owned(),
-            Entry { spec, fingerprint, checked: Instant::now(), client: client.clone() },
-        );
+        *entry = Some(Entry { spec, fingerprint, checked: Instant::now(), budget, client: client.clone() });
         Ok((account, client))
+    }
+
+    /// The budget of `account`'s Databricks account: shared with every other DatabricksAccount for the same account
+    /// id, with the tightest of their rate limits.
+    fn budget(&self, account: &DatabricksAccount) -> Budget {
+        let key = account.spec.account_id.to_lowercase();
+        let concurrency = self.settings.concurrency;
+        let mut limits = account.spec.rate_limit.limits(concurrency);
+        let others = self.store.lock().ok().and_then(|s| s.as_ref().map(Store::state)).unwrap_or_default();
+        for other in others
+            .iter()
+            .filter(|o| o.spec.account_id.eq_ignore_ascii_case(&key) && o.name_any() != account.name_any())
+        {
+            limits = limits.tightest(&other.spec.rate_limit.limits(concurrency));
+        }
+        let Ok(mut budgets) = self.budgets.lock() else {
+            return Budget::new(limits);
+        };
+        match budgets.get(&key) {
+            Some((current, budget)) if *current == limits => budget.clone(),
+            _ => {
+                let budget = Budget::with_observer(limits.clone(), Some(self.metrics.budget_observer(&key)));
+                budgets.insert(key, (limits, budget.clone()));
+                budget
+            }
+        }
     }
 }
 
