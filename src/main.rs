@@ -58,6 +58,10 @@ struct RunArgs {
     /// The least time between two secrets (or app recreations) the rotate annotation causes on one object.
     #[arg(long, default_value = "5m", value_parser = duration)]
     rotate_min_interval: Duration,
+    /// The least time between two secrets minted to repair one object's Secret (deleted or edited by hand), so a
+    /// Secret deleted in a loop mints at most once per interval.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    repair_min_interval: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -134,6 +138,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         token_dir: args.token_dir,
         annotation_debounce: args.annotation_debounce,
         rotate_min_interval: args.rotate_min_interval,
+        repair_min_interval: args.repair_min_interval,
         ..controllers::Config::default()
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting");

@@ -463,6 +463,47 @@ async fn invalid_manifests_are_rejected_with_clear_messages() {
             ),
             vec!["spec.kubernetes.jwks", "Unsupported value: \"Magic\""],
         ),
+        // Templates the apiserver would refuse on the Secret are refused on the object, before any mint.
+        (
+            "a template label key that is no qualified name",
+            sp(json!({"credentials": {"template": {"labels": {"not a valid key!": "x"}}}})),
+            vec!["template label keys must be qualified names"],
+        ),
+        (
+            "a template label key with too long a name",
+            sp(
+                json!({"credentials": {"template": {"labels": {"example.com/".to_owned() + &"k".repeat(64): "x"}}}}),
+            ),
+            vec!["template label keys must be qualified names"],
+        ),
+        (
+            "a template label value with spaces",
+            sp(json!({"credentials": {"template": {"labels": {"team": "data team"}}}})),
+            vec!["template label values must be empty or at most 63 characters"],
+        ),
+        (
+            "a template annotation key that is no qualified name",
+            app(
+                json!({"redirectUrls": ["https://a.example.com/cb"], "template": {"annotations": {"/x": "y"}}}),
+            ),
+            vec!["template annotation keys must be qualified names"],
+        ),
+        (
+            "a template annotation too large",
+            sp(json!({"credentials": {"template": {"annotations": {"example.com/big": "x".repeat(5000)}}}})),
+            vec!["spec.credentials.template.annotations.example.com/big", "4096"],
+        ),
+        (
+            "a revocation grace that is no duration",
+            acct(json!({"accountId": ACCOUNT_ID, "auth": m2m(), "revocation": {"gracePeriod": "soon"}})),
+            vec!["spec.revocation.gracePeriod", "should match"],
+        ),
+        (
+            "a negative principal cap",
+            acct(json!({"accountId": ACCOUNT_ID, "auth": m2m(), "delegations": [
+                {"namespaces": {"names": ["a"]}, "limits": {"maxServicePrincipals": -1}}]})),
+            vec!["maxServicePrincipals", "greater than or equal to 0"],
+        ),
     ];
     assert!(cases.len() >= 20);
     let mut failures = Vec::new();

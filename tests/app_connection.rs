@@ -447,8 +447,8 @@ async fn the_rotate_annotation_recreates_an_app_at_most_once_per_interval() {
 /// forgets them; the app connection keeps its integration (no second one is created).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ledger_of_an_earlier_version_moves_into_claims() {
-    use databricks_oauth_operator::crd::{DatabricksAccount, DatabricksClaim};
-    use databricks_oauth_operator::databricks::types::NewCustomApp;
+    use databricks_oauth_operator::crd::{DatabricksAccount, DatabricksClaim, ServicePrincipal};
+    use databricks_oauth_operator::databricks::types::{NewCustomApp, NewServicePrincipal};
     let env = TestEnv::new().await;
     let operator = env.operator(OperatorOptions::default()).await;
     // An integration the earlier version created, and its object, paused so nothing is written before the move.
@@ -465,10 +465,30 @@ async fn the_ledger_of_an_earlier_version_moves_into_claims() {
     let uid =
         apps(&env).create(&PostParams::default(), &object).await.expect("create").metadata.uid.expect("uid");
     wait_condition(&env, "legacy-portal", "Ready", "False", Some("Paused")).await;
+    // An adoption of the earlier version too: its object (paused) and the secret its status names.
+    let adopted = operator
+        .admin
+        .create_service_principal(&NewServicePrincipal::new("legacy adopted", true, None))
+        .await
+        .expect("principal");
+    let minted = operator.admin.create_secret(&adopted.id, Duration::from_secs(3600)).await.expect("secret");
+    let sp: ServicePrincipal = serde_json::from_value(json!({
+        "metadata": {"name": "legacy-sp", "annotations": {"oauth.databricks-operator.io/paused": "true"}},
+        "spec": {"accountRef": {"name": operator.account}, "adopt": {"applicationId": adopted.application_id},
+            "credentials": {}}}))
+    .expect("sp");
+    let principals: Api<ServicePrincipal> = Api::namespaced(env.client.clone(), &env.namespace);
+    let sp_uid = principals.create(&PostParams::default(), &sp).await.expect("sp").metadata.uid.expect("uid");
+    let recorded = json!({"status": {"credentials": {"secretId": minted.info.id}}});
+    principals
+        .patch_status("legacy-sp", &PatchParams::default(), &Patch::Merge(&recorded))
+        .await
+        .expect("status");
     // The earlier version's record, written as it wrote it.
     let accounts: Api<DatabricksAccount> = Api::all(env.client.clone());
     let ledger = json!({"status": {"appConnections": {uid.clone(): {"namespace": env.namespace, "name": "legacy-portal",
-        "displayName": "legacy-portal", "integrationId": created.integration_id}}}});
+        "displayName": "legacy-portal", "integrationId": created.integration_id}},
+        "adoptions": {adopted.application_id.clone(): {"namespace": env.namespace, "name": "legacy-sp", "uid": sp_uid}}}});
     accounts
         .patch_status(&operator.account, &PatchParams::default(), &Patch::Merge(&ledger))
         .await
@@ -483,9 +503,16 @@ async fn the_ledger_of_an_earlier_version_moves_into_claims() {
         (claim.spec.owner.namespace.as_str(), claim.spec.owner.name.as_str()),
         (env.namespace.as_str(), "legacy-portal")
     );
+    // The adoption's claim names the secrets its object's status named (read once, at the move).
+    let name = format!("sp.{}.{}", support::operator::ACCOUNT_ID, adopted.application_id.to_lowercase());
+    let claim =
+        wait_for(TIMEOUT, || async { claims.get_opt(&name).await.ok()? }).await.expect("adoption claim");
+    assert!(claim.spec.adopted);
+    assert_eq!(claim.spec.secrets, std::slice::from_ref(&minted.info.id));
+    assert_eq!(claim.spec.owner.uid, sp_uid);
     wait_for(TIMEOUT, || async {
         let status = accounts.get(&operator.account).await.ok()?.status?;
-        status.app_connections.is_empty().then_some(())
+        (status.app_connections.is_empty() && status.adoptions.is_empty()).then_some(())
     })
     .await
     .expect("the account's status forgets the record");

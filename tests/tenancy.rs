@@ -8,306 +8,25 @@
 
 mod support;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::time::Duration;
 
 use databricks_emulator::FaultRule;
-use databricks_oauth_operator::{
-    crd::{DatabricksAccount, DatabricksAppConnection, DatabricksClaim, ServicePrincipal, TrustPolicy},
-    databricks::{
-        AccountClient,
-        types::{NewServicePrincipal, PatchOperation, ServicePrincipal as RemotePrincipal},
-    },
+use databricks_oauth_operator::crd::{
+    DatabricksAccount, DatabricksAppConnection, DatabricksClaim, ServicePrincipal, TrustPolicy,
 };
-use k8s_openapi::api::{
-    core::v1::{Namespace, Secret, ServiceAccount},
-    events::v1::Event,
-    rbac::v1::{Role, RoleBinding},
-};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    Api, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use serde::{Serialize, de::DeserializeOwned};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{
-    TestEnv,
-    operator::{ADMIN_ID, Operator, OperatorOptions, WORKSPACES, emulator},
+    operator::{ADMIN_ID, WORKSPACES, emulator},
+    tenants::*,
     wait_for,
 };
-use test_control_plane::ControlPlane;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One tenant: a namespace and a client acting as its ServiceAccount.
-struct Tenant {
-    namespace: String,
-    client: Client,
-}
-
-/// A control plane of its own, the platform namespace (the operator's), two tenants and the operator.
-struct World {
-    env: TestEnv,
-    operator: Operator,
-    a: Tenant,
-    b: Tenant,
-    _plane: Box<ControlPlane>,
-}
-
-impl World {
-    /// `delegations(a, b)` returns the account's delegation fields for the tenants' namespaces; `prepare` sets up
-    /// the emulator before the account exists (for principals to be granted).
-    async fn new(delegations: impl FnOnce(&str, &str) -> Value) -> Self {
-        Self::with_emulator(delegations, emulator().await).await
-    }
-
-    async fn with_emulator(
-        delegations: impl FnOnce(&str, &str) -> Value,
-        emulator: databricks_emulator::Emulator,
-    ) -> Self {
-        let plane = Box::new(ControlPlane::start().await.expect("a control plane of its own"));
-        plane.install_crds(&databricks_oauth_operator::crd::all()).await.expect("crds");
-        let env = TestEnv::on(&plane).await;
-        let tenant_roles = support::manifests::kustomize("deploy/base")
-            .into_iter()
-            .filter(|o| o.name_any().ends_with("-edit") || o.name_any().ends_with("-view"))
-            .collect::<Vec<_>>();
-        assert_eq!(tenant_roles.len(), 2, "deploy/base ships the edit and view roles");
-        support::manifests::apply_all(&env.client, &tenant_roles).await;
-        let a_ns = format!("{}-team-a", env.namespace);
-        let b_ns = format!("{}-team-b", env.namespace);
-        let a = tenant(&env, &plane, &a_ns).await;
-        let b = tenant(&env, &plane, &b_ns).await;
-        let options = OperatorOptions {
-            tenancy: delegations(&a_ns, &b_ns),
-            own_namespace_only: false,
-            emulator: Some(emulator),
-            ..Default::default()
-        };
-        let operator = env.operator(options).await;
-        operator.wait_account(&env, "True").await;
-        Self { env, operator, a, b, _plane: plane }
-    }
-
-    /// Writes of the emulator that name `id` in their path.
-    async fn writes_to(&self, id: &str) -> Vec<String> {
-        self.operator.emulator.stats().await.writes_to(id).into_iter().map(str::to_owned).collect()
-    }
-
-    /// Every Secret and ConfigMap the operator manages lies in a tenant's namespace.
-    async fn nothing_written_elsewhere(&self) {
-        let selector = ListParams::default().labels("app.kubernetes.io/managed-by=databricks-oauth-operator");
-        let secrets = Api::<Secret>::all(self.env.client.clone()).list(&selector).await.expect("secrets");
-        let namespaces: BTreeSet<String> = secrets.items.iter().filter_map(|s| s.namespace()).collect();
-        let tenants = BTreeSet::from([self.a.namespace.clone(), self.b.namespace.clone()]);
-        assert!(namespaces.is_subset(&tenants), "operator Secrets outside the tenants: {namespaces:?}");
-    }
-}
-
-/// A namespace and a ServiceAccount `tenant` bound only to the shipped edit role; its client.
-async fn tenant(env: &TestEnv, plane: &ControlPlane, namespace: &str) -> Tenant {
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns");
-    Api::<Namespace>::all(env.client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "tenant"}})).expect("sa");
-    let accounts: Api<ServiceAccount> = Api::namespaced(env.client.clone(), namespace);
-    accounts.create(&PostParams::default(), &sa).await.expect("sa");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "tenant-edit"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "databricks-oauth-operator-edit"},
-        "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": namespace}],
-    }))
-    .expect("binding");
-    Api::<RoleBinding>::namespaced(env.client.clone(), namespace)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("binding");
-    let client = support::service_account_client(&env.client, plane, namespace, "tenant").await;
-    Tenant { namespace: namespace.to_owned(), client }
-}
-
-/// Lets the tenant write `/status` of the operator's kinds too (a Role granting `resources: ["*"]`, common in
-/// namespaces whose owners administer them): the attack of item 5.
-async fn grant_status(env: &TestEnv, tenant: &Tenant) {
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "everything"},
-        "rules": [{"apiGroups": ["oauth.databricks-operator.io"], "resources": ["*"], "verbs": ["*"]}],
-    }))
-    .expect("role");
-    Api::<Role>::namespaced(env.client.clone(), &tenant.namespace)
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("role");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "everything"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "everything"},
-        "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": tenant.namespace}],
-    }))
-    .expect("binding");
-    Api::<RoleBinding>::namespaced(env.client.clone(), &tenant.namespace)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("binding");
-}
-
-/// The operator's namespaced kinds, as the helpers below need them.
-trait Kind:
-    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + Serialize
-    + DeserializeOwned
-    + std::fmt::Debug
-{
-}
-
-impl<K> Kind for K where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug
-{
-}
-
-fn api<K>(tenant: &Tenant) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    Api::namespaced(tenant.client.clone(), &tenant.namespace)
-}
-
-/// Creates a namespaced object as the tenant; `spec` gets the world's account.
-async fn create<K>(world: &World, tenant: &Tenant, name: &str, mut spec: Value) -> K
-where
-    K: Kind,
-{
-    if K::kind(&()) != "TrustPolicy" {
-        spec["accountRef"] = json!({"name": world.operator.account});
-    }
-    let object: K =
-        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("object");
-    api::<K>(tenant).create(&PostParams::default(), &object).await.expect("the tenant may create it")
-}
-
-/// Waits until `name`'s condition `type_` has `status` and (if given) `reason`; returns the condition message.
-async fn wait_condition<K>(
-    tenant: &Tenant,
-    name: &str,
-    type_: &str,
-    status: &str,
-    reason: Option<&str>,
-) -> String
-where
-    K: Kind,
-{
-    let api = api::<K>(tenant);
-    let found = wait_for(TIMEOUT, || {
-        let api = api.clone();
-        async move {
-            let object = serde_json::to_value(api.get(name).await.ok()?).ok()?;
-            let conditions = object["status"]["conditions"].as_array()?.clone();
-            conditions.into_iter().find_map(|c| {
-                (c["type"] == type_ && c["status"] == status && reason.is_none_or(|r| c["reason"] == r))
-                    .then(|| c["message"].as_str().unwrap_or_default().to_owned())
-            })
-        }
-    })
-    .await;
-    match found {
-        Ok(message) => message,
-        Err(_) => {
-            let status = api
-                .get(name)
-                .await
-                .ok()
-                .map(|o| serde_json::to_value(o).unwrap_or_default()["status"].clone());
-            panic!("{name}: {type_} did not become {status:?}/{reason:?}; status: {status:#?}")
-        }
-    }
-}
-
-/// Warning events with `reason` about `name` in the tenant's namespace.
-async fn events(world: &World, tenant: &Tenant, name: &str, reason: &str) -> Vec<String> {
-    let api: Api<Event> = Api::namespaced(world.env.client.clone(), &tenant.namespace);
-    let list = api.list(&ListParams::default()).await.expect("events");
-    list.items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter_map(|e| e.note)
-        .collect()
-}
-
-/// The data of a Secret in a tenant's namespace, read as an administrator.
-async fn secret_data(
-    world: &World,
-    tenant: &Tenant,
-    name: &str,
-) -> Option<std::collections::BTreeMap<String, String>> {
-    let secret =
-        Api::<Secret>::namespaced(world.env.client.clone(), &tenant.namespace).get_opt(name).await.ok()??;
-    Some(secret.data?.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect())
-}
-
-/// A JSON merge patch of `name`, as the tenant (`status`: of its status subresource).
-async fn merge<K>(tenant: &Tenant, name: &str, value: Value, status: bool)
-where
-    K: Kind,
-{
-    let api = api::<K>(tenant);
-    let patch = Patch::Merge(&value);
-    let result = match status {
-        true => api.patch_status(name, &PatchParams::default(), &patch).await,
-        false => api.patch(name, &PatchParams::default(), &patch).await,
-    };
-    result.unwrap_or_else(|e| panic!("the tenant may patch {name}: {e}"));
-}
-
-/// The annotation patch that makes the next pass of an object a full one.
-fn annotate(key: &str, value: Value) -> Value {
-    json!({"metadata": {"annotations": {key: value}}})
-}
-
-/// The integration id an app connection's status records.
-async fn integration_of(tenant: &Tenant, name: &str) -> String {
-    let app = api::<DatabricksAppConnection>(tenant).get(name).await.expect("app");
-    app.status.and_then(|s| s.integration_id).expect("an integration id")
-}
-
-/// A DatabricksAppConnection, Ready; returns its integration id.
-async fn ready_app(world: &World, tenant: &Tenant, name: &str, spec: Value) -> String {
-    create::<DatabricksAppConnection>(world, tenant, name, spec).await;
-    wait_condition::<DatabricksAppConnection>(tenant, name, "Ready", "True", None).await;
-    integration_of(tenant, name).await
-}
-
-/// A ServicePrincipal with a secret, Ready; returns its remote principal and its published secret.
-async fn ready_principal(
-    world: &World,
-    tenant: &Tenant,
-    name: &str,
-    spec: Value,
-) -> (RemotePrincipal, String) {
-    let sp: ServicePrincipal = create(world, tenant, name, spec).await;
-    wait_condition::<ServicePrincipal>(tenant, name, "Ready", "True", None).await;
-    let sp = api::<ServicePrincipal>(tenant).get(&sp.name_any()).await.expect("sp");
-    let id = sp.status.and_then(|s| s.id).expect("id");
-    let remote = world.operator.admin.get_service_principal(&id).await.expect("remote");
-    let data = secret_data(world, tenant, &format!("{name}-databricks")).await.unwrap_or_default();
-    (remote, data.get("DATABRICKS_CLIENT_SECRET").cloned().unwrap_or_default())
-}
-
-/// A principal made outside the operator (by hand or Terraform), optionally an account admin.
-async fn legacy_principal(admin: &AccountClient, name: &str, account_admin: bool) -> RemotePrincipal {
-    let principal =
-        admin.create_service_principal(&NewServicePrincipal::new(name, true, None)).await.expect("sp");
-    if account_admin {
-        let roles = json!([{"value": "account_admin"}]);
-        admin
-            .patch_service_principal(&principal.id, &[PatchOperation::replace("roles", roles)])
-            .await
-            .expect("roles");
-    }
-    admin.get_service_principal(&principal.id).await.expect("sp")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adoption_takes_only_what_was_granted_and_only_once() {
@@ -559,6 +278,13 @@ async fn workspace_assignments_and_kinds_stay_within_the_grant() {
         wait_condition::<ServicePrincipal>(a, "granted", "Ready", "False", Some("AssignmentNotAllowed"))
             .await;
     assert!(message.contains(&format!("ADMIN in workspace {}", WORKSPACES[1])), "{message}");
+    // What the grant no longer allows is taken back: the principal is USER there now, and the object says so.
+    assert!(message.contains(&format!("lowered to USER in workspace {}", WORKSPACES[1])), "{message}");
+    let assigned = world.operator.admin.list_workspace_assignments(WORKSPACES[1]).await.expect("list");
+    let now: Vec<_> = assigned.iter().filter(|x| x.principal.principal_id == Some(id)).collect();
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].permissions, ["USER"], "no longer ADMIN");
+    assert_eq!(events(&world, a, "granted", "AssignmentRevoked").await.len(), 1);
     let writes = world.writes_to(&principal.id).await.len();
     api::<ServicePrincipal>(a)
         .patch(
@@ -834,7 +560,8 @@ async fn trust_policies_never_take_over_a_policy_they_did_not_create() {
     .await;
     let message = wait_condition::<TrustPolicy>(b, "b-trust", "Ready", "False", Some("NotDelegated")).await;
     assert!(message.contains("trustPolicies"), "{message}");
-    // Revoking the grant reaches existing policies at once: they say why and are no longer written.
+    // Revoking the grant reaches existing policies at once: they say why, and when their policy goes (after the
+    // account's grace: tests/revocation.rs follows it to the end).
     let accounts: Api<DatabricksAccount> = Api::all(world.env.client.clone());
     let revoked = json!({"spec": {"delegations": [{"namespaces": {"names": [a.namespace]}}]}});
     accounts
@@ -843,6 +570,7 @@ async fn trust_policies_never_take_over_a_policy_they_did_not_create() {
         .expect("revoke");
     let message = wait_condition::<TrustPolicy>(a, "first", "Ready", "False", Some("NotDelegated")).await;
     assert!(message.contains("trustPolicies"), "{message}");
+    assert!(message.contains("federation policy pinned is deleted at"), "{message}");
     world.nothing_written_elsewhere().await;
 }
 

@@ -80,9 +80,48 @@ pub struct DatabricksAccountSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub single_tenant: bool,
 
-    /// The API budget shared by every object that uses this account.
+    /// The API budget shared by every object that uses this account (and every other DatabricksAccount for the
+    /// same `accountId`: they share one budget, with the tightest of their limits).
     #[serde(default)]
     pub rate_limit: RateLimit,
+
+    /// What the operator does with what a grant produced once the grant goes: a delegation revoked or narrowed,
+    /// a namespace no longer allowed (or deleted), an object that disappeared without cleanup.
+    #[serde(default)]
+    pub revocation: Revocation,
+}
+
+/// What revocation removes, and when.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocation {
+    /// How long a federation policy or an app integration whose kind is no longer delegated (or whose namespace
+    /// is no longer allowed) lives on before the operator deletes it; the object's condition says when. Regranting
+    /// within the period keeps it. Workspace assignments above a grant are lowered at once. Go duration, default
+    /// `1m`.
+    #[serde(default = "default_revocation_grace")]
+    #[schemars(regex(pattern = super::shared::DURATION_PATTERN), length(max = 64))]
+    pub grace_period: String,
+    /// What happens to a principal the operator created for a namespace that may no longer use the account, or
+    /// for an object that disappeared without its cleanup: `Deactivate` (default: it can no longer sign in, its
+    /// OAuth secrets are deleted, and it is reactivated if the namespace is allowed again), `Delete`, or `Orphan`
+    /// (left as it is: the only way to leave a revoked namespace's principals working).
+    #[serde(default = "default_revoked_principals")]
+    pub principals: super::service_principal::PrincipalDeletionPolicy,
+}
+
+impl Default for Revocation {
+    fn default() -> Self {
+        Self { grace_period: default_revocation_grace(), principals: default_revoked_principals() }
+    }
+}
+
+fn default_revocation_grace() -> String {
+    "1m".to_owned()
+}
+
+fn default_revoked_principals() -> super::service_principal::PrincipalDeletionPolicy {
+    super::service_principal::PrincipalDeletionPolicy::Deactivate
 }
 
 /// The cloud a Databricks account lives in.
@@ -238,6 +277,50 @@ pub struct Delegation {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["applicationId".into()]))]
     #[schemars(length(max = 1000))]
     pub adopt: Vec<AdoptGrant>,
+    /// Caps on what these namespaces may ask for. Unset caps impose nothing. A namespace matched by several rules
+    /// gets the most any of them allows (a rule without a cap allows without limit); the app connection caps
+    /// come from the rules that grant `appConnections`, the trust policy cap from those that grant
+    /// `trustPolicies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<DelegationLimits>,
+}
+
+/// Caps a delegation puts on what its namespaces ask for. Refusals are conditions with a reason; nothing is
+/// written in Databricks for a refused object.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DelegationLimits {
+    /// The longest lifetime of an OAuth secret (Go duration, e.g. `720h`): a longer `credentials.lifetime` is
+    /// lowered to it, and the condition says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = super::shared::DURATION_PATTERN), length(max = 64))]
+    pub max_secret_lifetime: Option<String>,
+    /// `false`: these namespaces' objects may not leave their remote objects behind (`deletionPolicy: Orphan`, or
+    /// the orphan annotation): deletion deletes (an adopted principal's is lowered to its adoption grant as
+    /// always). Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_orphan: Option<bool>,
+    /// The most service principals one namespace may have on the account (created and adopted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub max_service_principals: Option<i32>,
+    /// The most app connections one namespace may have on the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub max_app_connections: Option<i32>,
+    /// The most trust policies one namespace may have on the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub max_trust_policies: Option<i32>,
+    /// Hosts app connections may redirect to: a host (`app.example.com`), every subdomain (`*.example.com`), or
+    /// `localhost` (also 127.0.0.1 and [::1], any port). Empty: any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 253)))]
+    pub app_redirect_hosts: Vec<String>,
+    /// Scopes app connections may ask for (`sql`, `openid`, `offline_access`, ...). Empty: any scope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), inner(length(min = 1, max = 100)))]
+    pub app_scopes: Vec<String>,
 }
 
 /// A workspace a delegation lets namespaces assign principals to.

@@ -66,8 +66,9 @@ pub struct DatabricksClaimSpec {
     /// `revocation.gracePeriod`, unless the grant comes back first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_since: Option<Time>,
-    /// The claim is being released: nothing new is added under it (no secret, no federation policy) while what
-    /// was added is removed.
+    /// The claim is being released (an adoption): nothing new is added under it (no secret, no federation policy)
+    /// while what was added is removed. On a created principal: it was revoked (deactivated or left) and stays its
+    /// object's until the namespace is allowed again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub releasing: bool,
 }

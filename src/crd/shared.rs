@@ -56,13 +56,27 @@ pub enum RolloutKind {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutputTemplate {
-    /// Labels to add to the generated object.
+    /// Labels to add to the generated object: keys and values as Kubernetes accepts them (a qualified name, a
+    /// value of at most 63 characters), at most 64.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(validation = Rule::new(CEL_QUALIFIED_KEYS).message("template label keys must be qualified names: an optional DNS-subdomain prefix and '/', then at most 63 characters of [A-Za-z0-9-_.] starting and ending alphanumeric"))]
+    #[x_kube(validation = Rule::new(CEL_LABEL_VALUES).message("template label values must be empty or at most 63 characters of [A-Za-z0-9-_.] starting and ending alphanumeric"))]
     pub labels: BTreeMap<String, String>,
-    /// Annotations to add to the generated object.
+    /// Annotations to add to the generated object: qualified-name keys, values of at most 4096 characters, at
+    /// most 50 (so the object always fits the apiserver's limit on annotations).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 50, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new(CEL_QUALIFIED_KEYS).message("template annotation keys must be qualified names: an optional DNS-subdomain prefix and '/', then at most 63 characters of [A-Za-z0-9-_.] starting and ending alphanumeric"))]
     pub annotations: BTreeMap<String, String>,
 }
+
+/// CEL: every key of a map is a qualified name (label and annotation keys): `[prefix/]name`.
+const CEL_QUALIFIED_KEYS: &str = r"self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$') && (k.contains('/') ? (k.lastIndexOf('/') <= 253 && size(k) - k.lastIndexOf('/') - 1 <= 63) : size(k) <= 63))";
+
+/// CEL: every value of a map is a label value.
+const CEL_LABEL_VALUES: &str =
+    r"self.all(k, self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$'))";
 
 /// CEL: a URL that is `https://`, or plain `http://` on a loopback host (a local emulator or a desktop app).
 pub(crate) const CEL_HTTPS_OR_LOOPBACK: &str = r"self.startsWith('https://') || self.matches('^http://(localhost|127\\.[0-9]+\\.[0-9]+\\.[0-9]+|\\[::1\\])(:[0-9]+)?(/.*)?$')";

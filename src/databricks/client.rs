@@ -18,7 +18,7 @@ use super::{
     types::{
         AppPage, AssignmentList, CreatedCustomApp, CreatedSecret, CustomApp, CustomAppUpdate,
         FederationPolicy, NewCustomApp, NewServicePrincipal, PatchOperation, PermissionAssignment,
-        PolicyPage, ScimList, SecretInfo, SecretPage, ServicePrincipal, TokenResponse,
+        PolicyPage, ScimList, SecretInfo, SecretPage, ServicePrincipal, TokenResponse, Workspace,
     },
 };
 
@@ -466,6 +466,13 @@ impl AccountClient {
         let principal_id = segment("service principal id", principal_id)?;
         let path = format!("workspaces/{workspace_id}/permissionassignments/principals/{principal_id}");
         gone_is_ok(self.call_empty::<()>("assignments.delete", Method::DELETE, &path, &[], None, true).await)
+    }
+
+    /// The ids of the account's workspaces (the Workspaces API; its list is a bare array).
+    pub async fn list_workspaces(&self) -> Result<Vec<i64>, Error> {
+        let list: Vec<Workspace> =
+            self.call::<_, ()>("workspaces.list", Method::GET, "workspaces", &[], None, true).await?;
+        Ok(list.into_iter().filter_map(|w| w.workspace_id).collect())
     }
 
     pub async fn list_workspace_assignments(

@@ -349,3 +349,10 @@ impl std::fmt::Debug for TokenResponse {
             .finish()
     }
 }
+
+/// A workspace of the account (the Workspaces API), as far as the operator reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Workspace {
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub workspace_id: Option<i64>,
+}

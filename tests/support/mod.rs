@@ -6,6 +6,7 @@ pub mod clients;
 pub mod manifests;
 pub mod operator;
 pub mod python;
+pub mod tenants;
 
 use std::{
     path::PathBuf,

@@ -62,6 +62,8 @@ pub struct OperatorOptions {
     pub annotation_debounce: Duration,
     /// The operator's `--rotate-min-interval` (default 0: every new rotate value mints).
     pub rotate_min_interval: Duration,
+    /// The operator's `--repair-min-interval` (default 0: every lost Secret is repaired at once).
+    pub repair_min_interval: Duration,
 }
 
 /// A `spec.rateLimit` with the same bucket for every class.
@@ -84,6 +86,7 @@ impl Default for OperatorOptions {
             rate_limit: uniform_rate_limit(200, 200, 16),
             annotation_debounce: Duration::from_secs(1),
             rotate_min_interval: Duration::ZERO,
+            repair_min_interval: Duration::ZERO,
         }
     }
 }
@@ -166,6 +169,7 @@ impl TestEnv {
             token_dir: token_dir(),
             annotation_debounce: options.annotation_debounce,
             rotate_min_interval: options.rotate_min_interval,
+            repair_min_interval: options.repair_min_interval,
             ..controllers::Config::default()
         };
         let ctx = Arc::new(Context::new(

@@ -385,6 +385,11 @@ pub async fn assignment_delete(
     Ok(Json(json!({})))
 }
 
+/// The Workspaces API's list: a bare array of workspaces (not wrapped in an object).
+pub async fn workspace_list(AxumState(s): AxumState<Shared>) -> Json<Value> {
+    Json(Value::Array(s.state.lock().await.list_workspaces()))
+}
+
 pub async fn assignment_list(
     AxumState(s): AxumState<Shared>,
     Path((_, ws)): Path<(String, String)>,

@@ -87,6 +87,7 @@ fn routes() -> Vec<Route> {
         route(M::GET, &app, "apps.get", app_get),
         route(M::PATCH, &app, "apps.update", app_update),
         route(M::DELETE, &app, "apps.delete", app_delete),
+        route(M::GET, &acct("/workspaces"), "workspaces.list", workspace_list),
         route(M::GET, &assignments, "assignments.list", assignment_list),
         route(M::GET, &format!("{assignments}/permissions"), "assignments.permissions", assignment_levels),
         route(M::PUT, &format!("{assignments}/principals/{{principal}}"), "assignments.put", assignment_put),

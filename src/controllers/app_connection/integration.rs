@@ -13,6 +13,7 @@ use crate::{
             claims::{self, LABEL_DISPLAY_NAME, LABEL_OWNER_NAMESPACE, LABEL_REMOTE_ID, Listed, Recovery},
             error::Error,
             intent::parse_time,
+            limits::Counted,
             reason::Reason,
         },
         runtime::context::Context,
@@ -26,9 +27,6 @@ use crate::{
         types::{CreatedCustomApp, CustomApp, CustomAppUpdate, NewCustomApp, TokenAccessPolicy},
     },
 };
-
-/// App connections one namespace may have on an account.
-const MAX_APPS_PER_NAMESPACE: usize = 100;
 
 pub fn display_name(app: &DatabricksAppConnection) -> String {
     app.spec.display_name.clone().unwrap_or_else(|| app.name_any())
@@ -206,7 +204,7 @@ pub async fn create(
     let account_id = &access.account.spec.account_id;
     // Admitted by the budget before the intent is written: a deferred create must not cost two claim writes.
     access.client.admit("apps.create", Class::Write)?;
-    check_limit(app, ctx, &access.account.name_any(), account_id).await?;
+    check_limit(app, ctx, access).await?;
     let claim = record_intent(app, ctx, account_id, claim).await?;
     let created = match access.client.create_custom_app(want).await {
         Ok(created) => created,
@@ -228,28 +226,18 @@ pub async fn create(
     Ok(created)
 }
 
-/// At most [`MAX_APPS_PER_NAMESPACE`] app connections per namespace and account.
-async fn check_limit(
-    app: &DatabricksAppConnection,
-    ctx: &Context,
-    account: &str,
-    account_id: &str,
-) -> Result<(), Error> {
-    let namespace = app.namespace().unwrap_or_default();
-    let uid = app.uid().unwrap_or_default();
-    let selector =
-        claims::selector(ClaimedKind::AppIntegration, account_id, &[(LABEL_OWNER_NAMESPACE, &namespace)]);
-    let mine = ctx.claims.list(&selector).await?.iter().filter(|c| c.spec.owner.uid != uid).count();
-    if mine < MAX_APPS_PER_NAMESPACE {
+/// At most the delegation's cap of app connections per namespace and account.
+async fn check_limit(app: &DatabricksAppConnection, ctx: &Context, access: &Access) -> Result<(), Error> {
+    if access.grants.caps().cap(Counted::AppConnections).is_none() {
         return Ok(());
     }
-    Err(Error::NeedsAttention {
-        reason: Reason::AppConnectionLimitReached,
-        message: format!(
-            "Namespace {namespace} already has {mine} app connections on DatabricksAccount {account}, the most one \
-             namespace may have; delete one"
-        ),
-    })
+    let namespace = app.namespace().unwrap_or_default();
+    let uid = app.uid().unwrap_or_default();
+    let account_id = &access.account.spec.account_id;
+    let selector =
+        claims::selector(ClaimedKind::AppIntegration, account_id, &[(LABEL_OWNER_NAMESPACE, &namespace)]);
+    let have = ctx.claims.list(&selector).await?.iter().filter(|c| c.spec.owner.uid != uid).count();
+    access.grants.check_count(Counted::AppConnections, have).map_err(Error::from)
 }
 
 /// Reverts changes made in Databricks (and applies spec changes) to what may change in place.

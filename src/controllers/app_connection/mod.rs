@@ -20,9 +20,10 @@ use crate::{
         rules::{
             claims::{self, LABEL_OWNER_UID},
             conditions,
-            error::Error,
+            error::{Error, Refusal},
             meta::{ANNOTATION_ROTATE, keys, orphaned_by_annotation},
             reason::Reason,
+            revocation,
             rotate_request::{self, RotateRequest},
             tenancy::DelegatedKind,
         },
@@ -110,10 +111,28 @@ async fn apply(
     ctx: &Context,
     status: &mut DatabricksAppConnectionStatus,
 ) -> Result<Option<Duration>, Error> {
-    let access =
-        ctx.accounts.client_for(&app.spec.account_ref.name, &app.namespace().unwrap_or_default()).await?;
-    access.grants.check_kind(DelegatedKind::AppConnection)?;
-    let claim = integration::own_claim(app, ctx, &access.account.spec.account_id).await?;
+    let namespace = app.namespace().unwrap_or_default();
+    let access = match ctx.accounts.client_for(&app.spec.account_ref.name, &namespace).await {
+        Ok(access) => access,
+        // The account no longer allows the namespace: the integration is revoked.
+        Err(Error::Account { reason: Reason::NamespaceNotAllowed, message }) => {
+            let access = ctx.accounts.revoking(&app.spec.account_ref.name, &namespace).await?;
+            let refusal = Refusal { reason: Reason::NamespaceNotAllowed, message };
+            return Err(revoke(app, ctx, &access, refusal, status, false).await?);
+        }
+        Err(err) => return Err(err),
+    };
+    let granted = access.grants.check_kind(DelegatedKind::AppConnection);
+    if let Err(refusal) =
+        granted.and_then(|()| access.grants.check_app(&app.spec.redirect_urls, &app.spec.scopes))
+    {
+        return Err(revoke(app, ctx, &access, refusal, status, false).await?);
+    }
+    let claim = match integration::own_claim(app, ctx, &access.account.spec.account_id).await? {
+        // Granted again before the grace ended: the integration stays.
+        Some(claim) if claim.spec.revoked_since.is_some() => Some(ctx.claims.clear_revoked(&claim).await?),
+        other => other,
+    };
     check_recorded(app, ctx, claim.as_ref(), status).await?;
     let (uid, generation) = (app.uid().unwrap_or_default(), app.metadata.generation);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
@@ -129,6 +148,38 @@ async fn apply(
     publish_integration(&pass, existing, status).await?;
     let rollouts = roll_consumers(&pass, status).await;
     Ok(describe(&pass, status, &rollouts))
+}
+
+/// A refused pass: the integration the object holds goes after the account's grace (at once when `now`), and the
+/// error says when.
+async fn revoke(
+    app: &DatabricksAppConnection,
+    ctx: &Context,
+    access: &Access,
+    refusal: Refusal,
+    status: &mut DatabricksAppConnectionStatus,
+    now: bool,
+) -> Result<Error, Error> {
+    let claim = integration::own_claim(app, ctx, &access.account.spec.account_id).await?;
+    let Some((claim, id)) = claim.and_then(|c| c.spec.remote.id.clone().map(|id| (c, id))) else {
+        return Ok(refusal.into());
+    };
+    let grace = if now { Duration::ZERO } else { revocation::grace(&access.account.spec) };
+    let claim = ctx.claims.mark_revoked(&claim).await?;
+    let at = Timestamp::now();
+    if let Some(due) = revocation::due(claim.spec.revoked_since.as_ref().map(|t| t.0), at, grace) {
+        let note = format!(
+            "Its app integration {id} is deleted at {due} (spec.revocation.gracePeriod) unless it is granted again"
+        );
+        return Ok(Error::revoked(refusal, &note, Some(revocation::until(due, at))));
+    }
+    access.client.delete_custom_app(&id).await?;
+    ctx.claims.delete(&claim).await?;
+    status.integration_id = None;
+    status.client_id = None;
+    let note = format!("Its app integration {id} was deleted; its tokens stop working");
+    ctx.event(app, EventType::Warning, "Revoked", "Revoke", &format!("{}: {note}", refusal.reason)).await;
+    Ok(Error::revoked(refusal, &note, None))
 }
 
 /// Status names the integration the claim records, or none: status was edited otherwise (only the operator
@@ -261,6 +312,7 @@ async fn publish_integration(
         None => {
             // Read again: recovery may have written it during this pass.
             let claim = integration::own_claim(app, ctx, &pass.access.account.spec.account_id).await?;
+            check_admissible(pass).await?;
             let created = integration::create(app, ctx, &pass.access, claim, status, &want).await?;
             publish(pass, &created.client_id, created.expose_client_secret()).await?;
             ctx.fail_point("after-publish-app")?;
@@ -322,8 +374,12 @@ fn describe(
     rotation_waits.map(|after| Duration::try_from(after.duration_since(pass.now)).unwrap_or_default())
 }
 
-/// Writes the Secret if it differs from what it should hold.
-async fn publish(pass: &Pass<'_>, client_id: &str, client_secret: Option<&str>) -> Result<(), Error> {
+/// The Secret publishing `client_id` (and its secret, for a confidential app).
+fn desired_secret(
+    pass: &Pass<'_>,
+    client_id: &str,
+    client_secret: Option<&str>,
+) -> (BTreeMap<String, String>, Secret) {
     let (app, account, client) = (pass.app, &pass.access.account, &pass.access.client);
     let mut data =
         secrets::connection_data(&account.spec.effective_host(), Some(&account.spec.account_id), client_id);
@@ -334,11 +390,27 @@ async fn publish(pass: &Pass<'_>, client_id: &str, client_secret: Option<&str>) 
     data.insert(keys::TOKEN_ENDPOINT.to_owned(), client.token_endpoint());
     let desired =
         secrets::build(app, &secret_name(app), data.clone(), BTreeMap::new(), app.spec.template.as_ref());
+    (data, desired)
+}
+
+fn secrets_api(pass: &Pass<'_>) -> Api<Secret> {
+    Api::namespaced(pass.ctx.client.clone(), &pass.app.namespace().unwrap_or_default())
+}
+
+/// A confidential app's secret is shown once: nothing is created for a Secret the apiserver would refuse.
+async fn check_admissible(pass: &Pass<'_>) -> Result<(), Error> {
+    let placeholder = pass.app.spec.confidential.then_some("placeholder");
+    let (_, desired) = desired_secret(pass, "placeholder", placeholder);
+    secrets::check_admissible(&secrets_api(pass), &desired).await
+}
+
+/// Writes the Secret if it differs from what it should hold.
+async fn publish(pass: &Pass<'_>, client_id: &str, client_secret: Option<&str>) -> Result<(), Error> {
+    let (data, desired) = desired_secret(pass, client_id, client_secret);
     if pass.published.as_ref().is_some_and(|p| p.data == data && secrets::metadata_current(p, &desired)) {
         return Ok(());
     }
-    let api: Api<Secret> = Api::namespaced(pass.ctx.client.clone(), &app.namespace().unwrap_or_default());
-    secrets::apply(&api, &desired).await
+    secrets::apply(&secrets_api(pass), &desired).await
 }
 
 /// Deletion: the claim, never the status, says which integration is this object's.
@@ -358,11 +430,18 @@ async fn cleanup(app: Arc<DatabricksAppConnection>, ctx: &Context) -> Result<Act
         return Ok(Action::await_change());
     };
     let remote = format!("app integration {id}");
-    if !deletion::may_delete_remote(app.as_ref(), ctx, orphan, &remote).await? {
+    let access = ctx.accounts.client_for(account, &app.namespace().unwrap_or_default()).await;
+    // Revoked (the namespace may no longer use the account) or forbidden by the delegation: no orphaning.
+    let revoked = access.as_ref().is_err_and(|e| e.reason() == Reason::NamespaceNotAllowed);
+    let forbidden = access.as_ref().is_ok_and(|a| !a.grants.caps().allow_orphan);
+    let access = match revoked {
+        true => ctx.accounts.revoking(account, &app.namespace().unwrap_or_default()).await,
+        false => access,
+    };
+    if !deletion::may_delete_remote(app.as_ref(), ctx, orphan && !revoked && !forbidden, &remote).await? {
         ctx.claims.delete(&claim).await?;
         return Ok(Action::await_change());
     }
-    let access = ctx.accounts.client_for(account, &app.namespace().unwrap_or_default()).await;
     let Some(access) = deletion::or_abandon(app.as_ref(), ctx, &remote, access, false).await? else {
         ctx.claims.delete(&claim).await?;
         return Ok(Action::await_change());

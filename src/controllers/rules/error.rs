@@ -26,6 +26,14 @@ pub enum Error {
     /// Something only a person can fix (bad reference, conflicting Secret, limit reached).
     #[error("{message}")]
     NeedsAttention { reason: Reason, message: String },
+    /// A grant was revoked (or narrowed): what it produced is being removed. A person must act (grant it again,
+    /// or delete the object), but the next removal is due at `wake`.
+    #[error("{message}")]
+    Revoked { reason: Reason, message: String, wake: Option<std::time::Duration> },
+    /// Something is asked for sooner than the operator allows (a repair of a Secret deleted again and again): it is
+    /// done at `wake`, not before.
+    #[error("{message}")]
+    Paced { reason: Reason, message: String, wake: std::time::Duration },
     /// A test-only fail point fired (simulates the operator dying at that step).
     #[error("fail point {0} fired")]
     FailPoint(&'static str),
@@ -51,6 +59,8 @@ impl Error {
             Self::Databricks(_) => Reason::DatabricksRequestRejected,
             Self::Account { reason, .. }
             | Self::NeedsAttention { reason, .. }
+            | Self::Revoked { reason, .. }
+            | Self::Paced { reason, .. }
             | Self::Waiting { reason, .. } => *reason,
             Self::FailPoint(_) => Reason::FailPoint,
             Self::Finalizer(_) => self.finalizer_cause().map_or(Reason::FinalizerError, Self::reason),
@@ -63,7 +73,7 @@ impl Error {
             Self::Kube { .. } | Self::FailPoint(_) | Self::Waiting { .. } => true,
             Self::Databricks(e) => e.is_retryable(),
             Self::Account { reason, .. } => *reason == Reason::AccountUnreachable,
-            Self::NeedsAttention { .. } => false,
+            Self::NeedsAttention { .. } | Self::Revoked { .. } | Self::Paced { .. } => false,
             Self::Finalizer(_) => self.finalizer_cause().is_none_or(Self::is_transient),
         }
     }
@@ -75,6 +85,23 @@ impl Error {
             Self::Finalizer(_) => self.finalizer_cause().is_some_and(Self::is_deferred),
             _ => false,
         }
+    }
+
+    /// When the pass must run again regardless of backoff (a revocation's next step, or a paced repair, is due
+    /// then).
+    pub fn wake(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Revoked { wake, .. } => *wake,
+            Self::Paced { wake, .. } => Some(*wake),
+            Self::Finalizer(_) => self.finalizer_cause().and_then(Self::wake),
+            _ => None,
+        }
+    }
+
+    /// A refusal with what revocation did (or will do) about it.
+    pub fn revoked(refusal: Refusal, note: &str, wake: Option<std::time::Duration>) -> Self {
+        let message = if note.is_empty() { refusal.message } else { format!("{}. {note}", refusal.message) };
+        Self::Revoked { reason: refusal.reason, message, wake }
     }
 
     /// The error of the apply or cleanup a finalizer failure wraps.

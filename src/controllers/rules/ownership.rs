@@ -85,6 +85,9 @@ pub struct AdoptionFacts<'a> {
     pub operator_application_id: Option<&'a str>,
     /// Another object that owns the principal, if any.
     pub other_owner: Option<&'a OtherOwner>,
+    /// What the principal holds beyond the namespace's grant (workspace assignments, account roles), not made
+    /// under this object's own claim.
+    pub excess: &'a [String],
 }
 
 /// Why adopting a principal is refused, if it is: an id not granted to the namespace, the operator's own
@@ -102,6 +105,14 @@ pub fn adoption_refusal(grants: &Grants, facts: AdoptionFacts<'_>) -> Option<Ref
     }
     if principal.roles.iter().any(|r| r.value.as_deref() == Some(ACCOUNT_ADMIN_ROLE)) {
         return refuse("it is an account admin");
+    }
+    if !facts.excess.is_empty() {
+        return refuse(&format!(
+            "it holds more than namespace {} is granted: {}. A platform admin can grant it, or remove it in \
+             Databricks",
+            grants.namespace(),
+            facts.excess.join(", ")
+        ));
     }
     if let Some(other) = facts.other_owner {
         let how = if other.created { "was created for" } else { "is already adopted by" };
@@ -173,8 +184,12 @@ mod tests {
             &labels(&[]),
         );
         let plain = principal(APP, None, &[]);
-        let facts =
-            |p| AdoptionFacts { principal: p, operator_application_id: Some(OPERATOR), other_owner: None };
+        let facts = |p| AdoptionFacts {
+            principal: p,
+            operator_application_id: Some(OPERATOR),
+            other_owner: None,
+            excess: &[],
+        };
         assert_eq!(adoption_refusal(&granted, facts(&plain)), None);
 
         // Granted by mistake: still refused.
@@ -192,6 +207,15 @@ mod tests {
         let owned = AdoptionFacts { other_owner: Some(&owner), ..facts(&plain) };
         let refused = adoption_refusal(&granted, owned).expect("refused");
         assert!(refused.message.contains("was created for team-b/reporting"), "{refused:?}");
+
+        // More than the grant already: ADMIN somewhere, or an account role.
+        let excess = ["ADMIN in workspace 7 (granted: nothing)".to_owned()];
+        let powerful = AdoptionFacts { excess: &excess, ..facts(&plain) };
+        let refused = adoption_refusal(&granted, powerful).expect("refused");
+        assert!(
+            refused.message.contains("holds more than namespace a is granted: ADMIN in workspace 7"),
+            "{refused:?}"
+        );
 
         let ungranted = Grants::for_namespace("acct", &spec(json!({})), "a", &labels(&[]));
         assert!(

@@ -67,6 +67,12 @@ reasons! {
 
     // ---- delegation and ownership ----
     AssignmentNotAllowed,
+    /// An app connection asks for a redirect host or a scope its delegation does not allow.
+    AppConnectionNotAllowed,
+    ServicePrincipalLimitReached,
+    TrustPolicyLimitReached,
+    /// A Secret the apiserver refuses (checked before anything is minted for it).
+    SecretRejected,
     NotDelegated,
     AdoptRefused,
     AdoptTargetNotFound,
@@ -79,6 +85,8 @@ reasons! {
     VerificationFailed,
     SecretLimitReached,
     SecretConflict,
+    /// The published Secret was lost again soon after a mint: the repair waits for the repair interval.
+    RepairPaced,
 
     // ---- app connections ----
     SecretLost,

@@ -5,7 +5,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::{error::Refusal, reason::Reason};
+use super::{
+    error::Refusal,
+    limits::{Caps, Counted},
+    reason::Reason,
+};
 use crate::crd::{
     AllowedNamespaces, DatabricksAccountSpec, PrincipalDeletionPolicy, WorkspaceAssignment,
     WorkspacePermission,
@@ -41,6 +45,8 @@ pub struct Grants {
     trust_policies: bool,
     /// Application id (lowercase) → the most the adopting object's deletion may do.
     adopt: BTreeMap<String, PrincipalDeletionPolicy>,
+    /// The caps of the rules that select the namespace.
+    caps: Caps,
 }
 
 impl Grants {
@@ -57,7 +63,10 @@ impl Grants {
             single_tenant: spec.single_tenant,
             ..Grants::default()
         };
-        for rule in spec.delegations.iter().filter(|d| namespace_in(&d.namespaces, namespace, labels)) {
+        let rules: Vec<_> =
+            spec.delegations.iter().filter(|d| namespace_in(&d.namespaces, namespace, labels)).collect();
+        grants.caps = if spec.single_tenant { Caps::unlimited() } else { Caps::of(&rules) };
+        for rule in rules {
             for workspace in &rule.workspaces {
                 let entry = grants.workspaces.entry(workspace.workspace_id).or_insert(workspace.permission);
                 *entry = (*entry).max(workspace.permission);
@@ -71,6 +80,62 @@ impl Grants {
             }
         }
         grants
+    }
+
+    /// What the namespace is capped at.
+    pub fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    /// Whether the namespace may have one more of `counted` when it has `have` already.
+    pub fn check_count(&self, counted: Counted, have: usize) -> Result<(), Refusal> {
+        let Some(cap) = self.caps.cap(counted) else { return Ok(()) };
+        if have < cap as usize {
+            return Ok(());
+        }
+        let (reason, what) = match counted {
+            Counted::ServicePrincipals => (Reason::ServicePrincipalLimitReached, "service principals"),
+            Counted::AppConnections => (Reason::AppConnectionLimitReached, "app connections"),
+            Counted::TrustPolicies => (Reason::TrustPolicyLimitReached, "trust policies"),
+        };
+        Err(Refusal {
+            reason,
+            message: format!(
+                "Namespace {} already has {have} {what} on DatabricksAccount {}, the most its delegation allows \
+                 (spec.delegations[].limits); delete one or ask for more. Nothing was changed in Databricks",
+                self.namespace, self.account
+            ),
+        })
+    }
+
+    /// An app connection's redirect URLs and scopes must be within the delegation's caps.
+    pub fn check_app(&self, redirect_urls: &[String], scopes: &[String]) -> Result<(), Refusal> {
+        match self.caps.app_refusal(redirect_urls, scopes) {
+            None => Ok(()),
+            Some(why) => Err(Refusal {
+                reason: Reason::AppConnectionNotAllowed,
+                message: format!(
+                    "DatabricksAccount {} does not let namespace {} register this app connection: {why} \
+                     (spec.delegations[].limits). Nothing was changed in Databricks",
+                    self.account, self.namespace
+                ),
+            }),
+        }
+    }
+
+    /// Whether the account trusts its namespaces with everything.
+    pub fn is_single_tenant(&self) -> bool {
+        self.single_tenant
+    }
+
+    /// The workspaces the namespace may assign.
+    pub fn workspaces(&self) -> Vec<i64> {
+        self.workspaces.keys().copied().collect()
+    }
+
+    /// No grant at all (a namespace the account no longer allows).
+    pub fn none(account: &str, namespace: &str) -> Self {
+        Grants { account: account.to_owned(), namespace: namespace.to_owned(), ..Grants::default() }
     }
 
     /// The account these grants are of.
@@ -118,6 +183,15 @@ impl Grants {
             }
         }
         Ok(())
+    }
+
+    /// The highest permission the namespace may assign in `workspace`, if any.
+    pub fn permission(&self, workspace: i64) -> Option<WorkspacePermission> {
+        if self.single_tenant {
+            Some(WorkspacePermission::Admin)
+        } else {
+            self.workspaces.get(&workspace).copied()
+        }
     }
 
     /// App connections and trust policies need a grant.

@@ -48,6 +48,8 @@ pub struct Config {
     pub annotation_debounce: Duration,
     /// The least time between two secrets minted for the rotate annotation on one object.
     pub rotate_min_interval: Duration,
+    /// The least time between two secrets minted to repair one object's published Secret.
+    pub repair_min_interval: Duration,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             token_dir: PathBuf::from(DEFAULT_TOKEN_DIR),
             annotation_debounce: Duration::from_secs(5),
             rotate_min_interval: Duration::from_secs(300),
+            repair_min_interval: Duration::from_secs(30),
         }
     }
 }
@@ -121,7 +124,7 @@ pub struct Context {
     /// Which ServicePrincipal stands for which remote principal.
     pub principals: Principals,
     /// Workspace assignment listings shared by every principal.
-    pub assignments: assignments::Cache,
+    pub assignments: Arc<assignments::Cache>,
 }
 
 impl Context {
@@ -131,7 +134,7 @@ impl Context {
             accounts: accounts::Registry::new(client.clone(), config.account_settings(), metrics.clone()),
             claims: Claims::new(client.clone()),
             principals: Principals::new(client.clone(), Claims::new(client.clone())),
-            assignments: assignments::Cache::new(config.resync_interval),
+            assignments: Arc::new(assignments::Cache::new(config.resync_interval)),
             marks: Marks::default(),
             backoff: Backoff::default(),
             client,

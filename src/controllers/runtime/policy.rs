@@ -26,7 +26,11 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
                 reason: err.reason().as_str().to_owned(),
             })
             .inc();
-        if err.is_deferred() {
+        if let Some(wake) = err.wake() {
+            // A revocation's next step (or a paced repair) is due then, whatever the backoff says.
+            tracing::info!(controller, object = %key, reason = err.reason().as_str(), error = %err, "due later");
+            Action::requeue(wake)
+        } else if err.is_deferred() {
             // Expected while namespaces share a busy account; the metric and the object's condition say so. Nothing
             // was sent, so no backoff: a short jittered retry, so the namespace's share of the budget never idles
             // while its only work sleeps.

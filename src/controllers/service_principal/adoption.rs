@@ -7,8 +7,9 @@ use kube::{Api, ResourceExt, runtime::events::EventType};
 use crate::{
     controllers::{
         rules::{
-            claims::{self, LABEL_PRINCIPAL},
+            claims::{self, LABEL_OWNER_NAMESPACE, LABEL_PRINCIPAL},
             error::Error,
+            limits::Counted,
             ownership,
             reason::Reason,
         },
@@ -53,7 +54,9 @@ pub async fn claim(
     let existing = match ctx.claims.get(&wanted.name_any()).await? {
         // Already this object's: nothing to write (the common case, every full pass), unless it lacks the id (a
         // claim moved from an earlier version's ledger).
-        Some(existing) if claims::held_by(&existing, &uid) && !existing.spec.releasing => {
+        Some(existing)
+            if claims::held_by(&existing, &uid) && (!existing.spec.releasing || !existing.spec.adopted) =>
+        {
             return fill_id(ctx, existing, principal).await;
         }
         Some(existing) => existing,
@@ -89,15 +92,20 @@ pub async fn claim(
     })
 }
 
+/// The claim held, with the principal's id (a claim moved from an earlier version's ledger lacks it) and without a
+/// revocation the grant's return ended.
 async fn fill_id(
     ctx: &Context,
     claim: DatabricksClaim,
     principal: &RemotePrincipal,
 ) -> Result<DatabricksClaim, Error> {
-    if claim.spec.remote.id.as_deref() == Some(principal.id.as_str()) {
+    let revoked = claim.spec.revoked_since.is_some() || claim.spec.releasing;
+    if claim.spec.remote.id.as_deref() == Some(principal.id.as_str()) && !revoked {
         return Ok(claim);
     }
     let mut filled = claim.clone();
+    filled.spec.revoked_since = None;
+    filled.spec.releasing = false;
     filled.spec.remote.id = Some(principal.id.clone());
     filled
         .metadata
@@ -105,6 +113,21 @@ async fn fill_id(
         .get_or_insert_default()
         .insert(LABEL_PRINCIPAL.to_owned(), claims::label_value(&principal.id));
     Ok(ctx.claims.replace(&filled).await?.unwrap_or(claim))
+}
+
+/// At most the delegation's cap of principals per namespace (created and adopted), before a new one is made or
+/// adopted.
+pub async fn check_count(sp: &ServicePrincipal, ctx: &Context, access: &Access) -> Result<(), Error> {
+    if access.grants.caps().cap(Counted::ServicePrincipals).is_none() {
+        return Ok(());
+    }
+    let namespace = sp.namespace().unwrap_or_default();
+    let account_id = &access.account.spec.account_id;
+    let selector =
+        claims::selector(ClaimedKind::ServicePrincipal, account_id, &[(LABEL_OWNER_NAMESPACE, &namespace)]);
+    let uid = sp.uid().unwrap_or_default();
+    let have = ctx.claims.list(&selector).await?.iter().filter(|c| c.spec.owner.uid != uid).count();
+    access.grants.check_count(Counted::ServicePrincipals, have).map_err(Error::from)
 }
 
 /// Whether the object a claim names still exists as that object (and, for an adoption, still asks to adopt the

@@ -1,4 +1,6 @@
-//! The principal's workspace assignments: exactly the set the spec lists, as far as the namespace may assign.
+//! The principal's workspace assignments: exactly the set the spec lists, as far as the namespace may assign,
+//! recorded in the principal's claim (with what an adopted principal had before), so that a release or a
+//! revocation knows what to undo.
 
 use std::collections::BTreeMap;
 
@@ -9,15 +11,25 @@ use crate::{
     controllers::{
         rules::{error::Error, reason::Reason},
         runtime::context::Context,
-        services::accounts::Access,
+        services::{accounts::Access, release::permission_name},
     },
-    crd::{ServicePrincipal, ServicePrincipalStatus, WorkspaceAssignment, WorkspacePermission},
+    crd::{
+        ClaimedAssignment, ServicePrincipal, ServicePrincipalStatus, WorkspaceAssignment, WorkspacePermission,
+    },
     databricks,
 };
 
-fn permission_names(permissions: &[WorkspacePermission]) -> Vec<&'static str> {
+fn strongest(permissions: &[WorkspacePermission]) -> WorkspacePermission {
     // Databricks keeps ADMIN when both are given.
-    if permissions.contains(&WorkspacePermission::Admin) { vec!["ADMIN"] } else { vec!["USER"] }
+    permissions.iter().copied().max().unwrap_or(WorkspacePermission::User)
+}
+
+fn held(listed: &[String]) -> Option<WorkspacePermission> {
+    match listed {
+        [] => None,
+        _ if listed.iter().any(|p| p == "ADMIN") => Some(WorkspacePermission::Admin),
+        _ => Some(WorkspacePermission::User),
+    }
 }
 
 fn not_found(workspace: i64, e: databricks::Error) -> Error {
@@ -32,35 +44,45 @@ fn not_found(workspace: i64, e: databricks::Error) -> Error {
     }
 }
 
-/// Assigns what the spec lists, and removes what status says was applied before and the spec no longer lists.
+/// Assigns what the spec lists, and undoes what the claim (or, for a created principal, an earlier version's
+/// status) records and the spec no longer lists; the claim records the result.
 pub async fn sync_assignments(
     sp: &ServicePrincipal,
     ctx: &Context,
     access: &Access,
-    principal: &Principal,
+    principal: &mut Principal,
     status: &mut ServicePrincipalStatus,
 ) -> Result<(), Error> {
-    let desired: BTreeMap<i64, &[WorkspacePermission]> =
-        sp.spec.workspace_assignments.iter().map(|a| (a.workspace_id, a.permissions.as_slice())).collect();
-    for (workspace, permissions) in &desired {
-        assign(sp, ctx, access, principal, *workspace, permissions).await?;
-    }
-    let client = &access.client;
-    let principal_id: i64 = principal.id.parse().unwrap_or_default();
-    // Removals follow what status says was applied, which whoever may write status could extend: remove only
-    // from workspaces this namespace may assign.
-    for previous in &status.workspace_assignments {
-        let any = WorkspaceAssignment {
-            workspace_id: previous.workspace_id,
-            permissions: vec![WorkspacePermission::User],
-        };
-        let delegated = access.grants.check_assignments(&[any]).is_ok();
-        if !desired.contains_key(&previous.workspace_id) && delegated {
-            client.delete_workspace_assignment(previous.workspace_id, &principal.id).await?;
-            ctx.assignments.record(client, previous.workspace_id, principal_id, None).await;
-            let message = format!("Removed from workspace {}", previous.workspace_id);
-            ctx.event(sp, EventType::Normal, "WorkspaceUnassigned", "Unassign", &message).await;
+    let desired: BTreeMap<i64, WorkspacePermission> =
+        sp.spec.workspace_assignments.iter().map(|a| (a.workspace_id, strongest(&a.permissions))).collect();
+    let mut recorded = principal.claim.spec.workspaces.clone();
+    for (workspace, want) in &desired {
+        let previous = assign(sp, ctx, access, principal, *workspace, *want).await?;
+        match recorded.iter_mut().find(|r| r.workspace_id == *workspace) {
+            Some(entry) => entry.permission = *want,
+            None => {
+                recorded.push(ClaimedAssignment { workspace_id: *workspace, permission: *want, previous })
+            }
         }
+    }
+    let created = sp.spec.adopt.is_none();
+    let legacy = status.workspace_assignments.iter().filter(|_| created).map(|a| (a.workspace_id, None));
+    let undo: Vec<(i64, Option<WorkspacePermission>)> = recorded
+        .iter()
+        .map(|r| (r.workspace_id, r.previous))
+        .chain(legacy)
+        .filter(|(workspace, _)| !desired.contains_key(workspace))
+        .collect();
+    for (workspace, previous) in undo {
+        if unassign(sp, ctx, access, principal, workspace, previous).await? {
+            recorded.retain(|r| r.workspace_id != workspace);
+        }
+    }
+    recorded.sort_by_key(|r| r.workspace_id);
+    if recorded != principal.claim.spec.workspaces {
+        let mut claim = principal.claim.clone();
+        claim.spec.workspaces = recorded;
+        principal.claim = ctx.claims.written(&claim).await?;
     }
     let mut applied: Vec<WorkspaceAssignment> = sp.spec.workspace_assignments.clone();
     applied.sort_by_key(|a| a.workspace_id);
@@ -68,19 +90,18 @@ pub async fn sync_assignments(
     Ok(())
 }
 
-/// The principal has `permissions` in `workspace`, as read from the shared listing (or known empty when this pass
-/// created the principal).
+/// The principal has `want` in `workspace`, as read from the shared listing (or known empty when this pass
+/// created the principal). Returns what it had before (for an adopted principal's first assignment there).
 async fn assign(
     sp: &ServicePrincipal,
     ctx: &Context,
     access: &Access,
     principal: &Principal,
     workspace: i64,
-    permissions: &[WorkspacePermission],
-) -> Result<(), Error> {
+    want: WorkspacePermission,
+) -> Result<Option<WorkspacePermission>, Error> {
     let client = &access.client;
     let principal_id: i64 = principal.id.parse().unwrap_or_default();
-    let want: Vec<String> = permission_names(permissions).into_iter().map(str::to_owned).collect();
     let have = match principal.created {
         true => Vec::new(),
         false => {
@@ -88,14 +109,49 @@ async fn assign(
             listed.map_err(|e| not_found(workspace, e))?
         }
     };
-    if have == want {
-        return Ok(());
+    let name = permission_name(want);
+    if have != [name] {
+        let put = client.put_workspace_assignment(workspace, &principal.id, &[name]).await;
+        put.map_err(|e| not_found(workspace, e))?;
+        ctx.assignments.record(client, workspace, principal_id, Some(vec![name.to_owned()])).await;
+        let message = format!("Assigned {name} in workspace {workspace}");
+        ctx.event(sp, EventType::Normal, "WorkspaceAssigned", "Assign", &message).await;
     }
-    let names: Vec<&str> = want.iter().map(String::as_str).collect();
-    let put = client.put_workspace_assignment(workspace, &principal.id, &names).await;
-    put.map_err(|e| not_found(workspace, e))?;
-    ctx.assignments.record(client, workspace, principal_id, Some(want.clone())).await;
-    let message = format!("Assigned {} in workspace {workspace}", want.join(","));
-    ctx.event(sp, EventType::Normal, "WorkspaceAssigned", "Assign", &message).await;
-    Ok(())
+    Ok(if principal.claim.spec.adopted { held(&have) } else { None })
+}
+
+/// Undoes an assignment the claim recorded: back to what an adopted principal had before, or removed. Returns
+/// whether it is undone (a workspace the principal is no longer in counts).
+async fn unassign(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    access: &Access,
+    principal: &Principal,
+    workspace: i64,
+    previous: Option<WorkspacePermission>,
+) -> Result<bool, Error> {
+    let client = &access.client;
+    let principal_id: i64 = principal.id.parse().unwrap_or_default();
+    let have = ctx
+        .assignments
+        .permissions(client, workspace, principal_id)
+        .await
+        .map_err(|e| not_found(workspace, e))?;
+    match previous {
+        Some(previous) => {
+            let name = permission_name(previous);
+            if have != [name] {
+                client.put_workspace_assignment(workspace, &principal.id, &[name]).await?;
+                ctx.assignments.record(client, workspace, principal_id, Some(vec![name.to_owned()])).await;
+            }
+        }
+        None if have.is_empty() => return Ok(true),
+        None => {
+            client.delete_workspace_assignment(workspace, &principal.id).await?;
+            ctx.assignments.record(client, workspace, principal_id, None).await;
+        }
+    }
+    let message = format!("Removed from workspace {workspace}");
+    ctx.event(sp, EventType::Normal, "WorkspaceUnassigned", "Unassign", &message).await;
+    Ok(true)
 }

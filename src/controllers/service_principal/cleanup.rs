@@ -9,10 +9,10 @@ use kube::{
     runtime::{controller::Action, events::EventType},
 };
 
-use super::{adoption::release_claim, credentials::delete_recorded_secrets};
+use super::{adoption::release_claim, credentials::delete_recorded_secrets, revocation};
 use crate::{
     controllers::{
-        rules::{error::Error, meta::orphaned_by_annotation, ownership},
+        rules::{error::Error, meta::orphaned_by_annotation, ownership, reason::Reason},
         runtime::{context::Context, deletion, lifecycle},
         services::{accounts::Access, federation},
     },
@@ -43,24 +43,31 @@ pub async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<Action,
         Ok(Some(fresh)) if fresh.uid() == sp.uid() => Arc::new(fresh),
         _ => sp,
     };
-    let requested = deletion_policy(&sp);
+    let namespace = sp.namespace().unwrap_or_default();
+    let access = ctx.accounts.client_for(&sp.spec.account_ref.name, &namespace).await;
+    // The account no longer allows the namespace: what it was granted is revoked, not abandoned.
+    if access.as_ref().is_err_and(|e| e.reason() == Reason::NamespaceNotAllowed) {
+        revocation::namespace_removed(&sp, ctx, true).await?;
+        return Ok(Action::await_change());
+    }
+    let requested = requested_policy(&sp, ctx, access.as_ref().ok()).await;
     let id = sp.status.as_ref().and_then(|s| s.id.clone());
     let adopted = sp.spec.adopt.is_some();
     // Without a recorded id only a created principal can exist (a create whose status write was lost).
     if id.is_none() && (adopted || requested == PrincipalDeletionPolicy::Orphan) {
-        release_claim(&sp, ctx, None).await?;
+        release_claim(&sp, ctx, access.as_ref().ok()).await?;
         return Ok(Action::await_change());
     }
     let remote = format!("service principal {}", id.as_deref().unwrap_or("(found by its tag)"));
-    // The orphan annotation is the escape hatch: no Databricks call at all. An adopted principal left by its
-    // policy still loses what this object added to it (below).
-    let orphan =
-        orphaned_by_annotation(sp.as_ref()) || (requested == PrincipalDeletionPolicy::Orphan && !adopted);
+    // The orphan annotation is the escape hatch: no call on the principal itself. An adopted principal still loses
+    // what this object added to it (now when the account can be reached, else before anyone holds it next).
+    let escape = orphaned_by_annotation(sp.as_ref()) && requested == PrincipalDeletionPolicy::Orphan;
+    let orphan = escape || (requested == PrincipalDeletionPolicy::Orphan && !adopted);
     if !deletion::may_delete_remote(sp.as_ref(), ctx, orphan, &remote).await? {
-        release_claim(&sp, ctx, None).await?;
+        release_claim(&sp, ctx, access.as_ref().ok()).await?;
         return Ok(Action::await_change());
     }
-    let Some((access, principal)) = resolve(&sp, ctx, id.as_deref(), &remote).await? else {
+    let Some((access, principal)) = resolve(&sp, ctx, id.as_deref(), &remote, access).await? else {
         release_claim(&sp, ctx, None).await?;
         return Ok(Action::await_change());
     };
@@ -74,17 +81,32 @@ pub async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<Action,
     Ok(Action::await_change())
 }
 
+/// The deletion policy asked for, with orphaning lowered to deletion where the delegation does not allow it.
+async fn requested_policy(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    access: Option<&Access>,
+) -> PrincipalDeletionPolicy {
+    let requested = deletion_policy(sp);
+    let forbidden = access.is_some_and(|a| !a.grants.caps().allow_orphan);
+    if requested != PrincipalDeletionPolicy::Orphan || !forbidden {
+        return requested;
+    }
+    let note =
+        "Orphaning is not allowed by the account's delegation (limits.allowOrphan: false): deleting instead";
+    ctx.event(sp, EventType::Warning, "DeletionLimited", "Delete", note).await;
+    PrincipalDeletionPolicy::Delete
+}
+
 /// The account access and the principal to act on; `None` when there is nothing known to act on, or the
-/// namespace may no longer act on the account (or it is gone), which never blocks the object's (or its
-/// namespace's) deletion.
+/// account is gone, which never blocks the object's (or its namespace's) deletion.
 async fn resolve(
     sp: &ServicePrincipal,
     ctx: &Context,
     id: Option<&str>,
     remote: &str,
+    access: Result<Access, Error>,
 ) -> Result<Option<(Access, RemotePrincipal)>, Error> {
-    let namespace = sp.namespace().unwrap_or_default();
-    let access = ctx.accounts.client_for(&sp.spec.account_ref.name, &namespace).await;
     let Some(access) = deletion::or_abandon(sp, ctx, remote, access, id.is_none()).await? else {
         return Ok(None);
     };
@@ -108,7 +130,7 @@ async fn deletion_for(
     held: bool,
 ) -> Result<PrincipalDeletionPolicy, Error> {
     let Some(adopt) = &sp.spec.adopt else { return Ok(requested) };
-    let allowed = match ctx.principals.adoption_refusal(sp, access, principal).await? {
+    let allowed = match ctx.principals.adoption_refusal(sp, access, principal, &ctx.assignments).await? {
         None if held => access.grants.adoption(&adopt.application_id),
         _ => None,
     };
@@ -123,21 +145,18 @@ async fn deletion_for(
     Ok(policy)
 }
 
-/// Removes what this object added to the principal it adopted: the secrets it minted and the federation
-/// policies its namespace's TrustPolicies put on it, then the claim.
+/// Removes what this object added to the principal it adopted: what its claim records (the secrets it minted,
+/// the assignments it made, the federation policies claimed on it; never what the object's status names), then
+/// the claim; and the policies an earlier version's TrustPolicies recorded, each proved by the uid Databricks
+/// gave it.
 async fn strip_additions(
     sp: &ServicePrincipal,
     ctx: &Context,
     access: &Access,
     id: &str,
 ) -> Result<(), Error> {
-    let client = &access.client;
-    delete_recorded_secrets(client, id, sp.status.as_ref().and_then(|s| s.credentials.as_ref())).await?;
-    federation::remove_policies_on(&ctx.client, &ctx.events, client, sp, id).await?;
-    // Without the claim no TrustPolicy pass confirms the principal any more; one that did just before may have
-    // created a policy since the removal above, so look once more.
     release_claim(sp, ctx, Some(access)).await?;
-    federation::remove_policies_on(&ctx.client, &ctx.events, client, sp, id).await
+    federation::remove_policies_on(&ctx.client, &ctx.events, &access.client, sp, id).await
 }
 
 /// Carries out `policy` on principal `id`, and says so in an event.

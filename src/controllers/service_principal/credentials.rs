@@ -26,22 +26,18 @@ use crate::{
             reason::Reason,
             rotate_request::{self, RotateRequest},
         },
-        runtime::{context::Context, lifecycle},
+        runtime::context::Context,
         services::{
             accounts::Access,
             rollout::{self, Rollouts},
             secrets::{self, Published},
-            status as status_write,
         },
     },
     crd::{
-        Credentials, CredentialsStatus, DatabricksAccount, RetiringSecret, ServicePrincipal,
+        Credentials, CredentialsStatus, DatabricksAccount, DatabricksClaim, RetiringSecret, ServicePrincipal,
         ServicePrincipalStatus, parse_duration,
     },
-    databricks::{
-        AccountClient, MAX_SECRETS_PER_PRINCIPAL,
-        types::{SecretInfo, ServicePrincipal as RemotePrincipal},
-    },
+    databricks::{AccountClient, MAX_SECRETS_PER_PRINCIPAL, types::SecretInfo},
 };
 
 /// The keys a workload reads (`envFrom`), the Databricks SDK's own names.
@@ -70,6 +66,8 @@ struct Pass<'a> {
     secret_name: String,
     secrets: Api<Secret>,
     lifetime: Duration,
+    /// The delegation's cap, when it shortened the requested lifetime.
+    capped: Option<Duration>,
     renew_before: Duration,
 }
 
@@ -88,9 +86,18 @@ struct Observed {
     creds: CredentialsStatus,
     /// When the reads were done: the pass's "now".
     now: Timestamp,
+    /// The principal's claim: on an adopted principal, the only record of which OAuth secrets are the operator's
+    /// (the object's status, which whoever may write `/status` can edit, never decides a deletion there).
+    claim: DatabricksClaim,
 }
 
 impl Observed {
+    /// Whether the OAuth secret `id` is the operator's to publish and delete: every secret of a created principal,
+    /// only those its claim records on an adopted one.
+    fn owned(&self, id: &str) -> bool {
+        !self.claim.spec.adopted || self.claim.spec.secrets.iter().any(|s| s == id)
+    }
+
     /// The secret value the Secret publishes, when intact.
     fn published_value(&self) -> Option<&String> {
         self.published.as_ref().filter(|_| self.intact).and_then(|p| p.data.get(keys::CLIENT_SECRET))
@@ -111,21 +118,57 @@ pub async fn sync_credentials(
     status: &mut ServicePrincipalStatus,
 ) -> Result<Option<Duration>, Error> {
     let pass = Pass::new(sp, ctx, access, principal, spec);
-    let mut seen = observe(&pass, status).await?;
+    let mut seen = observe(&pass, status, principal.claim.clone()).await?;
     settle_published(&pass, &mut seen).await?;
     prune(&pass, &mut seen).await?;
-    let value = sp.annotations().get(ANNOTATION_ROTATE).cloned();
-    let allowed_after = seen.creds.rotate_allowed_after.as_ref().map(|t| t.0);
-    let request = RotateRequest::new(value, seen.creds.rotate_request.as_ref(), allowed_after, seen.now);
+    let request = rotate_request(&pass, &seen);
     let current = seen.remote(seen.published_id.as_ref());
-    let renew_at =
-        parse_time(current.and_then(|s| s.expire_time.as_deref())).map(|e| e - to_signed(pass.renew_before));
+    let renew_at = rotation::renew_at(
+        parse_time(current.and_then(|s| s.create_time.as_deref())),
+        parse_time(current.and_then(|s| s.expire_time.as_deref())),
+        pass.capped,
+        pass.renew_before,
+    );
     match rotation::mint(seen.published_id.is_some(), request.now(), renew_at, seen.now) {
-        Some(why) => mint(&pass, &mut seen, status, why, &request).await?,
+        Some(Mint::Created) => {
+            repair_pace(&pass, &seen)?;
+            mint(&pass, &mut seen, Mint::Created, &request).await?
+        }
+        Some(why) => mint(&pass, &mut seen, why, &request).await?,
         None => refresh(&pass, &seen).await?,
     }
     let rollouts = roll_and_retire(&pass, &mut seen).await?;
     Ok(describe(&pass, seen, status, request.waits, &rollouts))
+}
+
+/// The rotate annotation's request. Its guard counts from the newest secret the operator minted, by Databricks'
+/// record, so a status edit cannot shorten it (the recorded `rotateAllowedAfter` can only lengthen it).
+fn rotate_request(pass: &Pass<'_>, seen: &Observed) -> RotateRequest {
+    let value = pass.sp.annotations().get(ANNOTATION_ROTATE).cloned();
+    let last = rotation::last_minted(&seen.remote, |id| seen.owned(id));
+    let guard =
+        last.and_then(|t| rotate_request::next_rotation_allowed(t, pass.ctx.config.rotate_min_interval));
+    let recorded = seen.creds.rotate_allowed_after.as_ref().map(|t| t.0);
+    let allowed_after = guard.max(recorded);
+    RotateRequest::new(value, seen.creds.rotate_request.as_ref(), allowed_after, seen.now)
+}
+
+/// A Secret lost soon after the last mint (deleted or edited in a loop) is repaired at most once per
+/// `--repair-min-interval`; a first mint is never paced.
+fn repair_pace(pass: &Pass<'_>, seen: &Observed) -> Result<(), Error> {
+    let interval = pass.ctx.config.repair_min_interval;
+    let last = rotation::last_minted(&seen.remote, |id| seen.owned(id));
+    let Some(after) = rotation::paced(last, interval, seen.now) else { return Ok(()) };
+    let wake = Duration::try_from(after.duration_since(seen.now)).unwrap_or(Duration::ZERO);
+    Err(Error::Paced {
+        reason: Reason::RepairPaced,
+        message: format!(
+            "Secret {} was lost soon after the last mint; it is repaired at {after} (at most once per {}s)",
+            pass.secret_name,
+            interval.as_secs()
+        ),
+        wake,
+    })
 }
 
 impl<'a> Pass<'a> {
@@ -136,7 +179,15 @@ impl<'a> Pass<'a> {
         principal: &'a Principal,
         spec: &'a Credentials,
     ) -> Self {
-        let lifetime = parse_duration(&spec.lifetime).unwrap_or(Duration::from_secs(90 * 86_400));
+        let requested = parse_duration(&spec.lifetime).unwrap_or(Duration::from_secs(90 * 86_400));
+        let (lifetime, capped) = access.grants.caps().lifetime(requested);
+        // A cap can make the requested renewal window longer than the lifetime: renew a third before expiry then.
+        let renew_before = spec
+            .renew_before
+            .as_deref()
+            .and_then(parse_duration)
+            .filter(|r| *r < lifetime)
+            .unwrap_or(lifetime / 3);
         Self {
             sp,
             ctx,
@@ -147,7 +198,8 @@ impl<'a> Pass<'a> {
             secret_name: spec.secret_name.clone().unwrap_or_else(|| format!("{}-databricks", sp.name_any())),
             secrets: Api::namespaced(ctx.client.clone(), &sp.namespace().unwrap_or_default()),
             lifetime,
-            renew_before: spec.renew_before.as_deref().and_then(parse_duration).unwrap_or(lifetime / 3),
+            capped,
+            renew_before,
         }
     }
 
@@ -191,7 +243,11 @@ impl<'a> Pass<'a> {
 }
 
 /// Reads the Secret and the principal's OAuth secrets (none when this pass created the principal).
-async fn observe(pass: &Pass<'_>, status: &mut ServicePrincipalStatus) -> Result<Observed, Error> {
+async fn observe(
+    pass: &Pass<'_>,
+    status: &mut ServicePrincipalStatus,
+    claim: DatabricksClaim,
+) -> Result<Observed, Error> {
     let (sp, principal) = (pass.sp, pass.principal);
     let generation = sp.metadata.generation;
     let uid = sp.uid().unwrap_or_default();
@@ -209,12 +265,15 @@ async fn observe(pass: &Pass<'_>, status: &mut ServicePrincipalStatus) -> Result
             && p.data.get(keys::CLIENT_ID) == Some(&principal.application_id)
             && p.data.get(keys::CLIENT_SECRET).is_some_and(|v| !v.is_empty())
     });
-    let published_id = published
+    let mut seen =
+        Observed { published, intact, published_id: None, remote, creds, now: Timestamp::now(), claim };
+    seen.published_id = seen
+        .published
         .as_ref()
         .filter(|_| intact)
         .and_then(|p| p.secret_id.clone())
-        .filter(|id| remote.iter().any(|s| &s.id == id));
-    Ok(Observed { published, intact, published_id, remote, creds, now: Timestamp::now() })
+        .filter(|id| seen.remote.iter().any(|s| &s.id == id) && seen.owned(id));
+    Ok(seen)
 }
 
 /// Says when the Secret was edited by hand; and takes up a Secret written by a pass that did not get to record
@@ -245,23 +304,25 @@ async fn settle_published(pass: &Pass<'_>, seen: &mut Observed) -> Result<(), Er
 /// Retires a secret the Secret no longer publishes, forgets retiring secrets that are gone, and deletes the
 /// leftovers of an interrupted mint (created but never published).
 async fn prune(pass: &Pass<'_>, seen: &mut Observed) -> Result<(), Error> {
+    let owned: Vec<String> = seen.remote.iter().map(|s| s.id.clone()).filter(|id| seen.owned(id)).collect();
     let creds = &mut seen.creds;
     if seen.published_id.is_none()
         && let Some(old) = creds.secret_id.take()
-        && seen.remote.iter().any(|s| s.id == old)
+        && owned.contains(&old)
     {
         // The Secret lost it: the old value is gone from the cluster, nothing can still use it after a grace.
         creds.retiring.push(pass.retire(old, seen.now));
     }
-    creds.retiring.retain(|r| seen.remote.iter().any(|s| s.id == r.secret_id));
+    creds.retiring.retain(|r| owned.contains(&r.secret_id));
     let known: Vec<&str> = seen
         .published_id
         .iter()
         .map(String::as_str)
         .chain(creds.retiring.iter().map(|r| r.secret_id.as_str()))
         .collect();
-    let minting_since = creds.minting_since.as_ref().map(|t| t.0);
-    let adopted = pass.sp.spec.adopt.is_some();
+    // An adopted principal's mint intent is in its claim (never in status).
+    let adopted = seen.claim.spec.adopted;
+    let minting_since = seen.claim.spec.creating_since.as_ref().map(|t| t.0).filter(|_| adopted);
     let leftovers: Vec<SecretInfo> =
         rotation::leftovers(&seen.remote, &known, adopted, minting_since).into_iter().cloned().collect();
     for leftover in &leftovers {
@@ -272,35 +333,47 @@ async fn prune(pass: &Pass<'_>, seen: &mut Observed) -> Result<(), Error> {
     }
     seen.remote.retain(|s| !leftovers.iter().any(|l| l.id == s.id));
     creds.minting_since = None;
+    if adopted {
+        let remote = &seen.remote;
+        let mut claim = seen.claim.clone();
+        claim.spec.secrets.retain(|id| remote.iter().any(|s| &s.id == id));
+        claim.spec.creating_since = None;
+        if claim.spec != seen.claim.spec {
+            seen.claim = pass.ctx.claims.written(&claim).await?;
+        }
+    }
     Ok(())
 }
 
 /// Mints a new OAuth secret and publishes it: room made first (never by touching secrets the operator does not
 /// know), the intent recorded first on an adopted principal, the Secret written right after the create and the
 /// secret verified before the previous one is retired.
-async fn mint(
-    pass: &Pass<'_>,
-    seen: &mut Observed,
-    status: &mut ServicePrincipalStatus,
-    why: Mint,
-    request: &RotateRequest,
-) -> Result<(), Error> {
+async fn mint(pass: &Pass<'_>, seen: &mut Observed, why: Mint, request: &RotateRequest) -> Result<(), Error> {
     let (ctx, client, principal_id) = (pass.ctx, pass.client, &pass.principal.id);
+    let (_, placeholder) = pass.desired_secret("placeholder", "placeholder", None);
+    secrets::check_admissible(&pass.secrets, &placeholder).await?;
     make_room(pass, seen).await?;
     // Only an adopted principal can hold secrets the operator did not make, so only there must the intent be on
-    // record before minting (every unknown secret of a created principal is a leftover).
-    if pass.sp.spec.adopt.is_some() {
-        seen.creds.minting_since = Some(Time(seen.now));
-        status.credentials = Some(seen.creds.clone());
-        status_write::replace(&lifecycle::api(ctx, pass.sp), pass.sp, status).await?;
+    // record before minting (every unknown secret of a created principal is a leftover), in its claim.
+    if seen.claim.spec.adopted {
+        let mut intent = seen.claim.clone();
+        intent.spec.creating_since = Some(Time(seen.now));
+        seen.claim = ctx.claims.written(&intent).await?;
     }
     let created = client.create_secret(principal_id, pass.lifetime).await?;
     ctx.fail_point("after-create-secret")?;
     let id = &created.info.id;
     let (_, secret) = pass.desired_secret(created.expose_secret(), id, created.info.expire_time.clone());
-    secrets::apply(&pass.secrets, &secret).await?;
+    if let Err(err) = secrets::apply(&pass.secrets, &secret).await {
+        if err.reason() == Reason::SecretRejected {
+            // Refused since the dry run (a quota filled meanwhile): never published, so nothing can use it.
+            client.delete_secret(principal_id, id).await?;
+        }
+        return Err(err);
+    }
     ctx.fail_point("after-write-secret")?;
     verify(client, &pass.principal.application_id, created.expose_secret()).await?;
+    record_minted(pass, seen, id).await?;
     let creds = &mut seen.creds;
     if let Some(old) = seen.published_id.clone() {
         creds.retiring.push(pass.retire(old, seen.now));
@@ -319,6 +392,44 @@ async fn mint(
     Ok(())
 }
 
+/// Records a secret minted on an adopted principal in its claim. A claim released meanwhile gets no new secret:
+/// it is deleted at once.
+async fn record_minted(pass: &Pass<'_>, seen: &mut Observed, id: &str) -> Result<(), Error> {
+    if !seen.claim.spec.adopted {
+        return Ok(());
+    }
+    let mut claim = seen.claim.clone();
+    claim.spec.secrets.push(id.to_owned());
+    claim.spec.creating_since = None;
+    match pass.ctx.claims.replace(&claim).await? {
+        Some(written) if !written.spec.releasing => {
+            seen.claim = written;
+            Ok(())
+        }
+        _ => {
+            pass.client.delete_secret(&pass.principal.id, id).await?;
+            Err(Error::Waiting {
+                reason: Reason::AdoptionNotRecorded,
+                message: format!(
+                    "The claim on {} changed while a secret was minted; it was deleted",
+                    pass.principal.application_id
+                ),
+            })
+        }
+    }
+}
+
+/// Forgets secrets deleted from an adopted principal in its claim.
+async fn forget_secrets(pass: &Pass<'_>, seen: &mut Observed, deleted: &[String]) -> Result<(), Error> {
+    if !seen.claim.spec.adopted || deleted.is_empty() {
+        return Ok(());
+    }
+    let mut claim = seen.claim.clone();
+    claim.spec.secrets.retain(|id| !deleted.contains(id));
+    seen.claim = pass.ctx.claims.written(&claim).await?;
+    Ok(())
+}
+
 /// At most 5 secrets: room by retiring the soonest-due retiring secret early, or a condition a person must act on.
 async fn make_room(pass: &Pass<'_>, seen: &mut Observed) -> Result<(), Error> {
     let principal_id = &pass.principal.id;
@@ -327,7 +438,7 @@ async fn make_room(pass: &Pass<'_>, seen: &mut Observed) -> Result<(), Error> {
         Ok(Some(oldest)) => {
             pass.client.delete_secret(principal_id, &oldest.secret_id).await?;
             seen.remote.retain(|s| s.id != oldest.secret_id);
-            Ok(())
+            forget_secrets(pass, seen, &[oldest.secret_id]).await
         }
         Err(()) => Err(Error::NeedsAttention {
             reason: Reason::SecretLimitReached,
@@ -374,6 +485,8 @@ async fn roll_and_retire(pass: &Pass<'_>, seen: &mut Observed) -> Result<Rollout
         let note = format!("Deleted replaced secret {} after the rotation grace period", retiring.secret_id);
         pass.event(EventType::Normal, "SecretRetired", "Delete", &note).await;
     }
+    let deleted: Vec<String> = due.into_iter().map(|r| r.secret_id).collect();
+    forget_secrets(pass, seen, &deleted).await?;
     Ok(rollouts)
 }
 
@@ -410,6 +523,9 @@ fn describe(
     );
     if let Some(after) = rotation_waits {
         message.push_str(&rotate_request::waiting_note("rotation", after, ctx.config.rotate_min_interval));
+    }
+    if let Some(cap) = pass.capped {
+        message.push_str(&format!("; lifetime capped at {}s by the delegation", cap.as_secs()));
     }
     message.push_str(&rollouts.note(&pass.secret_name));
     conditions::published(&mut status.conditions, &message, sp.metadata.generation);
@@ -464,11 +580,20 @@ pub async fn drop_credentials(
     sp: &ServicePrincipal,
     ctx: &Context,
     client: &AccountClient,
-    principal: &RemotePrincipal,
+    principal: &mut Principal,
     status: &mut ServicePrincipalStatus,
 ) -> Result<(), Error> {
     let Some(creds) = status.credentials.take() else { return Ok(()) };
-    delete_recorded_secrets(client, &principal.id, Some(&creds)).await?;
+    // An adopted principal's secrets are the claim's to name, never the status's.
+    if principal.claim.spec.adopted {
+        let mut claim = principal.claim.clone();
+        for id in std::mem::take(&mut claim.spec.secrets) {
+            client.delete_secret(&principal.id, &id).await?;
+        }
+        principal.claim = ctx.claims.written(&claim).await?;
+    } else {
+        delete_recorded_secrets(client, &principal.id, Some(&creds)).await?;
+    }
     if let Some(name) = &creds.secret_name {
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &sp.namespace().unwrap_or_default());
         if secrets::read_owned(&api, name, &sp.uid().unwrap_or_default()).await.ok().flatten().is_some() {

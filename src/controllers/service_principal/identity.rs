@@ -13,9 +13,9 @@ use crate::{
         runtime::context::Context,
         services::accounts::Access,
     },
-    crd::{ServicePrincipal, ServicePrincipalStatus},
+    crd::{DatabricksClaim, ServicePrincipal, ServicePrincipalStatus},
     databricks::{
-        self, AccountClient,
+        self,
         types::{NewServicePrincipal, PatchOperation, ServicePrincipal as RemotePrincipal},
     },
 };
@@ -25,6 +25,8 @@ use crate::{
 pub struct Principal {
     pub remote: RemotePrincipal,
     pub created: bool,
+    /// This object's claim on it: the operator's record of what it did to the principal.
+    pub claim: DatabricksClaim,
 }
 
 impl std::ops::Deref for Principal {
@@ -42,21 +44,25 @@ pub async fn ensure_principal(
     access: &Access,
     status: &mut ServicePrincipalStatus,
 ) -> Result<Principal, Error> {
-    if let Some(principal) = recorded_principal(sp, ctx, access, status).await? {
-        if sp.spec.adopt.is_none() {
-            adoption::claim(sp, ctx, access, &principal).await?;
+    let (remote, created) = match recorded_principal(sp, ctx, access, status).await? {
+        Some(remote) => (remote, false),
+        None => {
+            let found = adopt_or_create(sp, ctx, access).await?;
+            // Not written at once: if the pass stops before its status write, the next one finds the principal
+            // by its tag (or adoption target) again.
+            status.id = Some(found.0.id.clone());
+            status.application_id = Some(found.0.application_id.clone());
+            found
         }
-        return Ok(Principal { remote: principal, created: false });
+    };
+    // Adopted: allowed (checked on every pass, before any write), then claimed. Created: claimed.
+    if sp.spec.adopt.is_some()
+        && let Some(refusal) = ctx.principals.adoption_refusal(sp, access, &remote, &ctx.assignments).await?
+    {
+        return Err(refusal.into());
     }
-    let principal = adopt_or_create(sp, ctx, access).await?;
-    if sp.spec.adopt.is_none() {
-        adoption::claim(sp, ctx, access, &principal).await?;
-    }
-    // Not written at once: if the pass stops before its status write, the next one finds the principal by its
-    // tag (or adoption target) again.
-    status.id = Some(principal.id.clone());
-    status.application_id = Some(principal.application_id.clone());
-    Ok(principal)
+    let claim = adoption::claim(sp, ctx, access, &remote).await?;
+    Ok(Principal { remote, created, claim })
 }
 
 /// The principal status records, once Databricks confirms it is this object's own. `None`: nothing recorded, or
@@ -72,12 +78,7 @@ async fn recorded_principal(
     let uid = sp.uid().unwrap_or_default();
     let adopt = sp.spec.adopt.as_ref().map(|a| a.application_id.as_str());
     match client.get_service_principal(&id).await {
-        Ok(principal) if ownership::stands_for(&principal, &uid, adopt) => {
-            if adopt.is_some() {
-                check_adoption(sp, ctx, access, &principal).await?;
-            }
-            Ok(Some(principal))
-        }
+        Ok(principal) if ownership::stands_for(&principal, &uid, adopt) => Ok(Some(principal)),
         Ok(_) | Err(databricks::Error::InvalidId { .. }) => {
             let error = identity_mismatch(sp, ctx, status, &id).await;
             // Record the object's own principal at once (found by its tag), so a deletion right now still finds
@@ -107,11 +108,15 @@ async fn recorded_principal(
     }
 }
 
-/// The adoption target (granted, found and claimed), or the principal tagged with this object's UID, or a new one.
-async fn adopt_or_create(sp: &ServicePrincipal, ctx: &Context, access: &Access) -> Result<Principal, Error> {
+/// The adoption target (granted and found), or the principal tagged with this object's UID, or a new one
+/// (`true`).
+async fn adopt_or_create(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    access: &Access,
+) -> Result<(RemotePrincipal, bool), Error> {
     let Some(adopt) = &sp.spec.adopt else {
-        let (remote, created) = find_or_create(sp, ctx, &access.client).await?;
-        return Ok(Principal { remote, created });
+        return find_or_create(sp, ctx, access).await;
     };
     let application_id = adopt.application_id.as_str();
     // The grant first: whether an ungranted id exists is none of the namespace's business.
@@ -125,8 +130,9 @@ async fn adopt_or_create(sp: &ServicePrincipal, ctx: &Context, access: &Access) 
                 message: format!("No service principal has application id {application_id}; fix spec.adopt"),
             }
         })?;
-    check_adoption(sp, ctx, access, &principal).await?;
-    Ok(Principal { remote: principal, created: false })
+    // The namespace's cap counts the adoption once it is claimed.
+    adoption::check_count(sp, ctx, access).await?;
+    Ok((principal, false))
 }
 
 /// Status names a principal this object does not stand for (edited by hand, or by someone who may write
@@ -152,11 +158,13 @@ async fn identity_mismatch(
 async fn find_or_create(
     sp: &ServicePrincipal,
     ctx: &Context,
-    client: &AccountClient,
+    access: &Access,
 ) -> Result<(RemotePrincipal, bool), Error> {
+    let client = &access.client;
     let uid = sp.uid().unwrap_or_default();
     let mut tagged = client.find_service_principals_by_external_id(&uid).await?;
     if tagged.is_empty() {
+        adoption::check_count(sp, ctx, access).await?;
         let display_name = sp.spec.display_name.clone().unwrap_or_else(|| sp.name_any());
         let (created, fresh) = match client
             .create_service_principal(&NewServicePrincipal::new(&display_name, sp.spec.active, Some(&uid)))
@@ -185,19 +193,6 @@ async fn find_or_create(
         ctx.event(sp, EventType::Warning, "DuplicateDeleted", "Delete", &message).await;
     }
     Ok((keep, false))
-}
-
-/// Adoption is allowed (see [`ownership::adoption_refusal`]) and this object holds the principal's claim.
-async fn check_adoption(
-    sp: &ServicePrincipal,
-    ctx: &Context,
-    access: &Access,
-    principal: &RemotePrincipal,
-) -> Result<(), Error> {
-    if let Some(refusal) = ctx.principals.adoption_refusal(sp, access, principal).await? {
-        return Err(refusal.into());
-    }
-    adoption::claim(sp, ctx, access, principal).await.map(drop)
 }
 
 /// Display name and active flag as the spec says, as far as the object may change them (see

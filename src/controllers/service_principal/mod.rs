@@ -8,6 +8,7 @@ mod assignments;
 mod cleanup;
 mod credentials;
 mod identity;
+mod revocation;
 mod rotation;
 
 use std::{sync::Arc, time::Duration};
@@ -17,7 +18,7 @@ use kube::{Api, ResourceExt, runtime::controller::Action};
 
 use crate::{
     controllers::{
-        rules::{conditions, error::Error},
+        rules::{conditions, error::Error, reason::Reason},
         runtime::{
             context::Context,
             lifecycle::{self, managed},
@@ -75,20 +76,39 @@ async fn apply(
     status: &mut ServicePrincipalStatus,
 ) -> Result<Duration, Error> {
     let namespace = sp.namespace().unwrap_or_default();
-    let access = ctx.accounts.client_for(&sp.spec.account_ref.name, &namespace).await?;
-    // Everything the spec asks for must be delegated before anything is written.
-    access.grants.check_assignments(&sp.spec.workspace_assignments)?;
-    let principal = identity::ensure_principal(sp, ctx, &access, status).await?;
+    let access = match ctx.accounts.client_for(&sp.spec.account_ref.name, &namespace).await {
+        Ok(access) => access,
+        // The account no longer allows the namespace: what the object holds there is revoked.
+        Err(err) if err.reason() == Reason::NamespaceNotAllowed => {
+            return Err(namespace_revoked(sp, ctx, err).await?);
+        }
+        Err(err) => return Err(err),
+    };
+    // Everything the spec asks for must be delegated before anything is written; what the object holds above a
+    // lowered grant is brought back within it.
+    if let Err(refusal) = access.grants.check_assignments(&sp.spec.workspace_assignments) {
+        let note = revocation::outside_grant(sp, ctx, &access, status).await?;
+        return Err(Error::revoked(refusal, &note, None));
+    }
+    let mut principal = identity::ensure_principal(sp, ctx, &access, status).await?;
     identity::sync_identity(sp, ctx, &access, &principal).await?;
-    assignments::sync_assignments(sp, ctx, &access, &principal, status).await?;
+    assignments::sync_assignments(sp, ctx, &access, &mut principal, status).await?;
     conditions::synced(&mut status.conditions, sp.metadata.generation);
     let next = match sp.spec.credentials.as_ref().filter(|c| c.type_ == CredentialsType::OAuthSecret) {
         Some(spec) => credentials::sync_credentials(sp, ctx, &access, &principal, spec, status).await?,
         None => {
-            credentials::drop_credentials(sp, ctx, &access.client, &principal, status).await?;
+            credentials::drop_credentials(sp, ctx, &access.client, &mut principal, status).await?;
             None
         }
     };
     let resync = ctx.config.jittered_resync();
     Ok(next.map_or(resync, |n| n.min(resync)).max(Duration::from_secs(1)))
+}
+
+/// The error of a pass on an account that no longer allows the namespace, with what revocation did (or will do).
+async fn namespace_revoked(sp: &ServicePrincipal, ctx: &Context, err: Error) -> Result<Error, Error> {
+    let Some(refusal) = revocation::refusal_of(&err) else { return Ok(err) };
+    let outcome = revocation::namespace_removed(sp, ctx, false).await?;
+    let wake = outcome.wake(k8s_openapi::jiff::Timestamp::now());
+    Ok(Error::revoked(refusal, &outcome.message(), wake))
 }

@@ -83,6 +83,35 @@ pub fn make_room(
     if retiring.is_empty() { Err(()) } else { Ok(Some(retiring.remove(0))) }
 }
 
+/// When the newest of the operator's secrets on the principal was minted, by Databricks' own record (no status
+/// edit moves it): the rotate and repair guards count from it.
+pub fn last_minted(remote: &[SecretInfo], owned: impl Fn(&str) -> bool) -> Option<Timestamp> {
+    remote.iter().filter(|s| owned(&s.id)).filter_map(|s| parse_time(s.create_time.as_deref())).max()
+}
+
+/// Until when a mint must wait that is asked for sooner than `interval` after the last one (`None`: go ahead).
+pub fn paced(last: Option<Timestamp>, interval: std::time::Duration, now: Timestamp) -> Option<Timestamp> {
+    let interval = SignedDuration::try_from(interval).unwrap_or(SignedDuration::MAX);
+    last.and_then(|last| last.checked_add(interval).ok()).filter(|after| *after > now)
+}
+
+/// When the published secret is renewed: `renew_before` ahead of its expiry, or of the delegation's lifetime cap
+/// when that ends sooner (a cap lowered after the mint shortens what was minted before it).
+pub fn renew_at(
+    created: Option<Timestamp>,
+    expire: Option<Timestamp>,
+    cap: Option<std::time::Duration>,
+    renew_before: std::time::Duration,
+) -> Option<Timestamp> {
+    let to_signed = |d: std::time::Duration| SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
+    let capped = created.zip(cap).and_then(|(c, cap)| c.checked_add(to_signed(cap)).ok());
+    let end = match (expire, capped) {
+        (Some(e), Some(c)) => Some(e.min(c)),
+        (e, c) => e.or(c),
+    };
+    end.map(|end| end.checked_sub(to_signed(renew_before)).unwrap_or(Timestamp::MIN))
+}
+
 /// When the next pass of a principal's credentials is due: the renewal, the end of a grace period, a waiting rotate
 /// request; and while a replaced secret is past its grace period but held back by a rollout, a recheck that backs
 /// off (never at once: the rollout's progress does not depend on this object being looked at).
@@ -162,6 +191,30 @@ mod tests {
         assert_eq!(mint(true, false, Some(at("2026-11-30T11:59:59Z")), now), Some(Mint::RotationDue));
         assert_eq!(mint(true, false, Some(at("2026-11-30T12:00:01Z")), now), None);
         assert_eq!(mint(true, false, None, now), None);
+    }
+
+    #[test]
+    fn guards_count_from_the_newest_secret_the_operator_minted() {
+        let remote = [secret("old", "2026-11-30T11:00:00Z"), secret("new", "2026-11-30T12:00:00Z")];
+        assert_eq!(last_minted(&remote, |_| true), Some(at("2026-11-30T12:00:00Z")));
+        assert_eq!(last_minted(&remote, |id| id == "old"), Some(at("2026-11-30T11:00:00Z")));
+        assert_eq!(last_minted(&remote, |_| false), None, "a first mint is never paced");
+        let interval = std::time::Duration::from_secs(30);
+        let last = Some(at("2026-11-30T12:00:00Z"));
+        assert_eq!(paced(last, interval, at("2026-11-30T12:00:10Z")), Some(at("2026-11-30T12:00:30Z")));
+        assert_eq!(paced(last, interval, at("2026-11-30T12:00:30Z")), None);
+        assert_eq!(paced(None, interval, at("2026-11-30T12:00:10Z")), None);
+    }
+
+    #[test]
+    fn a_lifetime_cap_brings_the_renewal_forward() {
+        let day = std::time::Duration::from_secs(86_400);
+        let created = Some(at("2026-11-01T00:00:00Z"));
+        let expire = Some(at("2027-01-30T00:00:00Z"));
+        assert_eq!(renew_at(created, expire, None, day), Some(at("2027-01-29T00:00:00Z")));
+        assert_eq!(renew_at(created, expire, Some(7 * day), day), Some(at("2026-11-07T00:00:00Z")));
+        assert_eq!(renew_at(created, expire, Some(365 * day), day), Some(at("2027-01-29T00:00:00Z")));
+        assert_eq!(renew_at(None, None, Some(day), day), None, "a secret that never expires and has no date");
     }
 
     #[test]

@@ -102,6 +102,18 @@ impl Registry {
         }
     }
 
+    /// The name of a DatabricksAccount for the Databricks account `account_id`, if one exists.
+    pub fn name_of(&self, account_id: &str) -> Option<String> {
+        let accounts = self.store.lock().ok().and_then(|s| s.as_ref().map(Store::state)).unwrap_or_default();
+        let mut names: Vec<String> = accounts
+            .iter()
+            .filter(|a| a.spec.account_id.eq_ignore_ascii_case(account_id))
+            .map(|a| a.name_any())
+            .collect();
+        names.sort();
+        names.into_iter().next()
+    }
+
     /// Notes that a watch saw `account` (see `newest`).
     pub fn saw(&self, account: &DatabricksAccount) {
         if let (Ok(mut newest), Some(generation)) = (self.newest.lock(), account.metadata.generation) {
@@ -145,6 +157,15 @@ impl Registry {
         // Its requests take this namespace's turns in the account's budget.
         let client = client.for_namespace(namespace);
         Ok(Access { account, client, grants })
+    }
+
+    /// The client of `account` for removing what `namespace` was granted, whether or not the account still allows
+    /// the namespace (revocation: the operator acts, never the namespace). Its grants are none.
+    pub async fn revoking(&self, name: &str, namespace: &str) -> Result<Access, Error> {
+        let account = self.account(name).await?;
+        let (account, client) = self.client(account, CREDENTIALS_RECHECK).await?;
+        let grants = Grants::none(&account.name_any(), namespace);
+        Ok(Access { account, client: client.for_namespace(namespace), grants })
     }
 
     /// The client of `account` after reading its credentials again (the account controller, proving access).

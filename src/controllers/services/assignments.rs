@@ -12,11 +12,12 @@ use crate::databricks::{AccountClient, Error};
 
 type Key = (String, i64);
 
-/// Listings by account and workspace: principal id → permissions.
+/// Listings by account and workspace: principal id → permissions; and each account's workspaces.
 #[derive(Debug)]
 pub struct Cache {
     max_age: Duration,
     entries: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Option<Listing>>>>>,
+    workspaces: Mutex<HashMap<String, (Instant, Vec<i64>)>>,
 }
 
 #[derive(Debug)]
@@ -28,7 +29,23 @@ struct Listing {
 impl Cache {
     /// A listing is trusted for half a resync interval (at most 30 s), so drift is still seen at every resync.
     pub fn new(resync_interval: Duration) -> Self {
-        Self { max_age: (resync_interval / 2).min(Duration::from_secs(30)), entries: Mutex::default() }
+        let max_age = (resync_interval / 2).min(Duration::from_secs(30));
+        Self { max_age, entries: Mutex::default(), workspaces: Mutex::default() }
+    }
+
+    /// The account's workspaces (listed at most once per `max_age`).
+    pub async fn workspaces(&self, client: &AccountClient) -> Result<Vec<i64>, Error> {
+        let key = client.account_id().to_owned();
+        let cached = self.workspaces.lock().ok().and_then(|w| w.get(&key).cloned());
+        if let Some((fetched, list)) = cached.filter(|(fetched, _)| fetched.elapsed() <= self.max_age) {
+            let _ = fetched;
+            return Ok(list);
+        }
+        let list = client.list_workspaces().await?;
+        if let Ok(mut workspaces) = self.workspaces.lock() {
+            workspaces.insert(key, (Instant::now(), list.clone()));
+        }
+        Ok(list)
     }
 
     fn entry(&self, client: &AccountClient, workspace: i64) -> Arc<tokio::sync::Mutex<Option<Listing>>> {

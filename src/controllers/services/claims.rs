@@ -7,8 +7,15 @@ use kube::{
     api::{DeleteParams, ListParams, PostParams, Preconditions},
 };
 
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
 use crate::{
-    controllers::rules::{error::Error, meta::MANAGER},
+    controllers::rules::{
+        claims::{LABEL_OWNER_UID, label_value},
+        error::Error,
+        meta::MANAGER,
+        reason::Reason,
+    },
     crd::DatabricksClaim,
 };
 
@@ -69,6 +76,45 @@ impl Claims {
             Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
             Err(err) => Err(Error::kube(format!("deleting DatabricksClaim {name}"), err)),
         }
+    }
+
+    /// Records (once) that `claim`'s grant was revoked now; returns the claim as it stands.
+    pub async fn mark_revoked(&self, claim: &DatabricksClaim) -> Result<DatabricksClaim, Error> {
+        if claim.spec.revoked_since.is_some() {
+            return Ok(claim.clone());
+        }
+        let mut marked = claim.clone();
+        marked.spec.revoked_since = Some(Time(Timestamp::now()));
+        self.written(&marked).await
+    }
+
+    /// Ends a revocation the grant's return made moot.
+    pub async fn clear_revoked(&self, claim: &DatabricksClaim) -> Result<DatabricksClaim, Error> {
+        if claim.spec.revoked_since.is_none() {
+            return Ok(claim.clone());
+        }
+        let mut cleared = claim.clone();
+        cleared.spec.revoked_since = None;
+        self.written(&cleared).await
+    }
+
+    /// Replaces `claim`, or fails with a retry when it changed meanwhile.
+    pub async fn written(&self, claim: &DatabricksClaim) -> Result<DatabricksClaim, Error> {
+        self.replace(claim).await?.ok_or_else(|| Error::Waiting {
+            reason: Reason::CreateInProgress,
+            message: format!("the claim {} changed while it was written; looking again", claim.name_any()),
+        })
+    }
+
+    /// The claims the object with UID `uid` holds (whichever account they are in).
+    pub async fn held_by(&self, uid: &str) -> Result<Vec<DatabricksClaim>, Error> {
+        let selector = format!("{LABEL_OWNER_UID}={}", label_value(uid));
+        Ok(self
+            .list(&selector)
+            .await?
+            .into_iter()
+            .filter(|c| c.spec.owner.uid == uid && !uid.is_empty())
+            .collect())
     }
 
     /// Every claim matching the label `selector`, read from the apiserver (not a cache).

@@ -16,7 +16,7 @@ use crate::{
     },
     crd::{
         AppConnectionRecord, ClaimOwner, ClaimedKind, ClaimedObject, DatabricksAccount, DatabricksClaim,
-        ObjectRecord,
+        ObjectRecord, ServicePrincipal,
     },
 };
 
@@ -46,7 +46,9 @@ pub async fn migrate(kube: &Client, claims: &Claims, account: &DatabricksAccount
         create(claims, app_claim(account_id, uid, record)).await?;
     }
     for (application_id, record) in &status.adoptions {
-        create(claims, adoption_claim(account_id, application_id, record)).await?;
+        let mut claim = adoption_claim(account_id, application_id, record);
+        claim.spec.secrets = recorded_secrets(kube, record).await?;
+        create(claims, claim).await?;
     }
     clear(&Api::all(kube.clone()), account).await?;
     let moved = status.app_connections.len() + status.adoptions.len();
@@ -99,6 +101,22 @@ pub fn adoption_claim(account_id: &str, application_id: &str, record: &ObjectRec
     let mut claim = claims::new_claim(&name, account_id, owner, remote, &[]);
     claim.spec.adopted = true;
     claim
+}
+
+/// The OAuth secrets an adopting object's status names (published and retiring), so a release removes them. Read
+/// once, at the upgrade, as the earlier version trusted them; from then on only the claim names them.
+async fn recorded_secrets(kube: &Client, record: &ObjectRecord) -> Result<Vec<String>, Error> {
+    let api: Api<ServicePrincipal> = Api::namespaced(kube.clone(), &record.namespace);
+    let found = api.get_opt(&record.name).await.map_err(|e| {
+        Error::kube(format!("reading ServicePrincipal {}/{}", record.namespace, record.name), e)
+    })?;
+    let creds = found
+        .filter(|sp| sp.uid().as_deref() == Some(record.uid.as_str()))
+        .and_then(|sp| sp.status)
+        .and_then(|status| status.credentials);
+    Ok(creds
+        .map(|c| c.secret_id.into_iter().chain(c.retiring.into_iter().map(|r| r.secret_id)).collect())
+        .unwrap_or_default())
 }
 
 /// Clears the ledger, only from the object that was read (a concurrent change makes it fail and run again at the

@@ -9,15 +9,16 @@ use std::{
 
 use kube::{Api, Client, ResourceExt, runtime::reflector::Store};
 
-use super::{accounts::Access, claims::Claims};
+use super::{accounts::Access, assignments, claims::Claims};
 use crate::{
     controllers::rules::{
         claims as claim_rules,
         error::{Error, Refusal},
         ownership::{self, AdoptionFacts, OtherOwner},
         reason::Reason,
+        revocation,
     },
-    crd::ServicePrincipal,
+    crd::{ServicePrincipal, WorkspacePermission},
     databricks::{self, types::ServicePrincipal as RemotePrincipal},
 };
 
@@ -82,19 +83,79 @@ impl Principals {
         sp: &ServicePrincipal,
         access: &Access,
         principal: &RemotePrincipal,
+        cache: &assignments::Cache,
     ) -> Result<Option<Refusal>, Error> {
         let uid = sp.uid().unwrap_or_default();
+        // The grant first: an ungranted id tells a tenant nothing about the principal behind it.
+        if let Some(refusal) = ownership::ungranted_adoption(&access.grants, &principal.application_id) {
+            return Ok(Some(refusal));
+        }
         let other_owner = match principal.external_id.as_deref().filter(|tag| !tag.is_empty()) {
             Some(tag) => self.owner_of(tag, &uid).await?.map(|object| OtherOwner { object, created: true }),
             None => None,
         };
+        let excess = self.excess(sp, access, principal, cache).await?;
         let operator = access.client.application_id();
         let facts = AdoptionFacts {
             principal,
             operator_application_id: operator.as_deref(),
             other_owner: other_owner.as_ref(),
+            excess: &excess,
         };
         Ok(ownership::adoption_refusal(&access.grants, facts))
+    }
+
+    /// What `principal` holds beyond `access`'s grant and not under `sp`'s own claim: account roles (other than
+    /// admin, refused on its own), and workspace assignments above the grant in any workspace of the account.
+    async fn excess(
+        &self,
+        sp: &ServicePrincipal,
+        access: &Access,
+        principal: &RemotePrincipal,
+        cache: &assignments::Cache,
+    ) -> Result<Vec<String>, Error> {
+        let grants = &access.grants;
+        let mut excess: Vec<String> = Vec::new();
+        if !grants.is_single_tenant() {
+            let roles = principal.roles.iter().filter_map(|r| r.value.as_deref());
+            excess.extend(
+                roles
+                    .filter(|r| *r != ownership::ACCOUNT_ADMIN_ROLE)
+                    .map(|r| format!("the account role {r}")),
+            );
+        }
+        let name =
+            claim_rules::principal_claim_name(&access.account.spec.account_id, &principal.application_id);
+        let uid = sp.uid().unwrap_or_default();
+        let own = self
+            .claims
+            .get(&name)
+            .await?
+            .filter(|c| claim_rules::held_by(c, &uid))
+            .map(|c| c.spec.workspaces)
+            .unwrap_or_default();
+        let client = &access.client;
+        let workspaces = match cache.workspaces(client).await {
+            Ok(workspaces) => workspaces,
+            // No workspace listing (an account API without it): the delegated workspaces at least.
+            Err(err) if !err.is_retryable() => grants.workspaces(),
+            Err(err) => return Err(err.into()),
+        };
+        let id: i64 = principal.id.parse().unwrap_or_default();
+        for workspace in workspaces.into_iter().filter(|w| !own.iter().any(|o| o.workspace_id == *w)) {
+            let held = cache.permissions(client, workspace, id).await?;
+            let Some(held) = strongest(&held) else { continue };
+            let granted = grants.permission(workspace);
+            if revocation::assignment_change(held, granted).is_some() {
+                let granted = granted
+                    .map_or("nothing", |g| if g == WorkspacePermission::Admin { "ADMIN" } else { "USER" });
+                excess.push(format!(
+                    "{} in workspace {workspace} (granted: {granted})",
+                    if held == WorkspacePermission::Admin { "ADMIN" } else { "USER" }
+                ));
+            }
+        }
+        Ok(excess)
     }
 
     /// Whether `sp` holds the claim on the principal it adopts (and the claim is not being released).
@@ -108,7 +169,12 @@ impl Principals {
     /// The principal a ServicePrincipal's status names, once Databricks confirms it is that object's own (its tag,
     /// or its adoption target with the claim held and still granted to `access`'s namespace). For objects that act
     /// on another object's principal (TrustPolicy), which must not trust that object's status either.
-    pub async fn confirmed(&self, access: &Access, sp: &ServicePrincipal) -> Result<RemotePrincipal, Error> {
+    pub async fn confirmed(
+        &self,
+        access: &Access,
+        sp: &ServicePrincipal,
+        cache: &assignments::Cache,
+    ) -> Result<RemotePrincipal, Error> {
         let name = sp.name_any();
         let not_ready = || Error::Waiting {
             reason: Reason::ServicePrincipalNotReady,
@@ -129,7 +195,7 @@ impl Principals {
                 // Still a principal it may adopt (not since made an admin or the operator's identity), and its
                 // claim.
                 Some(_) => {
-                    self.adoption_refusal(sp, access, &principal).await?.is_none()
+                    self.adoption_refusal(sp, access, &principal, cache).await?.is_none()
                         && self.holds_claim(access, sp).await?
                 }
             };
@@ -143,5 +209,16 @@ impl Principals {
             });
         }
         Ok(principal)
+    }
+}
+
+/// The strongest of the permissions a listing shows.
+fn strongest(held: &[String]) -> Option<WorkspacePermission> {
+    if held.iter().any(|p| p == "ADMIN") {
+        Some(WorkspacePermission::Admin)
+    } else if held.is_empty() {
+        None
+    } else {
+        Some(WorkspacePermission::User)
     }
 }

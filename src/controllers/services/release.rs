@@ -10,8 +10,8 @@ use crate::{
         intent,
         reason::Reason,
     },
-    crd::{ClaimedAssignment, ClaimedKind, DatabricksClaim, WorkspacePermission},
-    databricks::AccountClient,
+    crd::{ClaimedAssignment, ClaimedKind, DatabricksClaim, PrincipalDeletionPolicy, WorkspacePermission},
+    databricks::{AccountClient, types::PatchOperation},
 };
 
 /// What a release removed.
@@ -148,6 +148,67 @@ async fn restore(
         }
     }
     Ok(())
+}
+
+/// Revokes a principal's claim (its grant is gone: the namespace may no longer use the account, or its object
+/// disappeared without cleanup). An adopted principal loses what was added under the claim and the claim goes. A
+/// created principal is deleted, deactivated (its OAuth secrets deleted too) or left, per `policy`; the claim goes
+/// unless `keep` (its object still exists: deactivated or left, the principal stays its own). Returns what it did.
+pub async fn revoke_principal(
+    claims: &Claims,
+    cache: &assignments::Cache,
+    client: &AccountClient,
+    claim: &DatabricksClaim,
+    policy: PrincipalDeletionPolicy,
+    keep: bool,
+) -> Result<String, Error> {
+    let Some(id) = claim.spec.remote.id.clone() else {
+        claims.delete(claim).await?;
+        return Ok(String::new());
+    };
+    let app = claim.spec.remote.application_id.clone().unwrap_or_else(|| id.clone());
+    if claim.spec.adopted {
+        let stripped = strip(claims, cache, client, claim).await?;
+        claims.delete(claim).await?;
+        return Ok(format!(
+            "released adopted principal {app} (removed {})",
+            if stripped.is_empty() { "nothing".to_owned() } else { stripped.describe() }
+        ));
+    }
+    let note = match policy {
+        PrincipalDeletionPolicy::Delete => {
+            client.delete_service_principal(&id).await?;
+            format!("deleted service principal {app}")
+        }
+        PrincipalDeletionPolicy::Deactivate => {
+            match client.patch_service_principal(&id, &[PatchOperation::replace("active", false)]).await {
+                Err(err) if !err.is_not_found() => return Err(err.into()),
+                _ => {}
+            }
+            let secrets = match client.list_secrets(&id).await {
+                Ok(secrets) => secrets,
+                Err(err) if err.is_not_found() => Vec::new(),
+                Err(err) => return Err(err.into()),
+            };
+            for secret in &secrets {
+                client.delete_secret(&id, &secret.id).await?;
+            }
+            format!("deactivated service principal {app} and deleted its {} OAuth secret(s)", secrets.len())
+        }
+        PrincipalDeletionPolicy::Orphan => {
+            format!("left service principal {app} as it is (spec.revocation.principals: Orphan)")
+        }
+    };
+    if !keep || policy == PrincipalDeletionPolicy::Delete {
+        claims.delete(claim).await?;
+    } else {
+        // Kept as revoked: the principal is still its object's, and nothing more is done until the namespace is
+        // allowed again.
+        let mut revoked = claim.clone();
+        revoked.spec.releasing = true;
+        claims.written(&revoked).await?;
+    }
+    Ok(note)
 }
 
 /// The wire name of a workspace permission.

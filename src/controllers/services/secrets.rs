@@ -164,9 +164,29 @@ pub async fn read_owned_noting(
 
 /// Applies the Secret server-side (force: the operator is the only writer of the keys it sets).
 pub async fn apply(api: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
+    write(api, secret, PatchParams::apply(MANAGER).force()).await
+}
+
+/// Whether the apiserver would take `secret` (a dry run: nothing is stored, admission and quotas run), so nothing is
+/// minted for a Secret that cannot be written. Called with a placeholder value.
+pub async fn check_admissible(api: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
+    write(api, secret, PatchParams::apply(MANAGER).force().dry_run()).await
+}
+
+async fn write(api: &Api<Secret>, secret: &Secret, params: PatchParams) -> Result<(), Error> {
     let name = secret.name_any();
-    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(secret))
-        .await
-        .map(drop)
-        .map_err(|e| Error::kube(format!("writing Secret {name}"), e))
+    match api.patch(&name, &params, &Patch::Apply(secret)).await {
+        Ok(_) => Ok(()),
+        // Invalid, too large, over a quota, refused by an admission policy or RBAC: a person must act.
+        Err(kube::Error::Api(status)) if matches!(status.code, 400 | 403 | 413 | 422) => {
+            Err(Error::NeedsAttention {
+                reason: Reason::SecretRejected,
+                message: format!(
+                    "The apiserver refuses Secret {name}: {}; nothing is minted until it would accept it",
+                    status.message
+                ),
+            })
+        }
+        Err(e) => Err(Error::kube(format!("writing Secret {name}"), e)),
+    }
 }

@@ -19,15 +19,17 @@ use kube::{
 };
 
 pub use oidc::{cluster_issuer, service_account_oidc};
-use target::{Target, referenced_principal, writable_principal};
+use target::{Target, referenced_object, referenced_principal, writable_principal};
 
 use crate::{
     controllers::{
         rules::{
             claims, conditions,
-            error::Error,
+            error::{Error, Refusal},
+            limits::Counted,
             meta::{INSTANCE, MANAGED_BY, MANAGER, keys, orphaned_by_annotation},
             reason::Reason,
+            revocation,
             tenancy::DelegatedKind,
         },
         runtime::{
@@ -36,11 +38,12 @@ use crate::{
             lifecycle::{self, managed},
         },
         services::{
+            accounts::Access,
             federation::{self, Removed, policy_id},
             release, secrets,
         },
     },
-    crd::{DatabricksClaim, TrustPolicy, TrustPolicyStatus},
+    crd::{ClaimedKind, DatabricksClaim, TrustPolicy, TrustPolicyStatus},
     databricks::{
         AccountClient,
         types::{FederationPolicy, OidcPolicy},
@@ -89,8 +92,22 @@ fn config_map_name(policy: &TrustPolicy) -> String {
 /// A full pass: the federation policy brought in line (or created), its ConfigMap written, and the proof.
 async fn apply(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStatus) -> Result<(), Error> {
     let generation = policy.metadata.generation;
-    let target = writable_principal(ctx, policy).await?;
-    target.access.grants.check_kind(DelegatedKind::TrustPolicy)?;
+    let sp = referenced_object(ctx, policy).await?;
+    let namespace = policy.namespace().unwrap_or_default();
+    // The grant before any Databricks read: a namespace without it spends nothing, and loses what it had.
+    let access = match ctx.accounts.client_for(&sp.spec.account_ref.name, &namespace).await {
+        Ok(access) => access,
+        Err(Error::Account { reason: Reason::NamespaceNotAllowed, message }) => {
+            let access = ctx.accounts.revoking(&sp.spec.account_ref.name, &namespace).await?;
+            let refusal = Refusal { reason: Reason::NamespaceNotAllowed, message };
+            return Err(revoke(ctx, policy, &access, refusal, false).await?);
+        }
+        Err(err) => return Err(err),
+    };
+    if let Err(refusal) = access.grants.check_kind(DelegatedKind::TrustPolicy) {
+        return Err(revoke(ctx, policy, &access, refusal, false).await?);
+    }
+    let target = writable_principal(ctx, sp, access).await?;
     let account = &target.access.account;
     let (oidc, audience) = oidc::desired(&ctx.client, policy, &account.spec.account_id).await?;
     let want = FederationPolicy {
@@ -120,6 +137,45 @@ async fn apply(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStat
     Ok(())
 }
 
+/// A refused pass: the federation policies the object's claims hold go after the account's grace (at once when
+/// `now`), and the error says when.
+async fn revoke(
+    ctx: &Context,
+    policy: &TrustPolicy,
+    access: &Access,
+    refusal: Refusal,
+    now: bool,
+) -> Result<Error, Error> {
+    let grace = if now { std::time::Duration::ZERO } else { revocation::grace(&access.account.spec) };
+    let at = k8s_openapi::jiff::Timestamp::now();
+    let mut outcome = revocation::Outcome::default();
+    for held in own_claims(ctx, policy).await? {
+        let (Some(id), Some(principal_id)) =
+            (held.spec.remote.id.clone(), held.spec.remote.principal_id.clone())
+        else {
+            continue;
+        };
+        let held = ctx.claims.mark_revoked(&held).await?;
+        if let Some(due) = revocation::due(held.spec.revoked_since.as_ref().map(|t| t.0), at, grace) {
+            outcome.later(due, format!("its federation policy {id} is deleted at {due} (spec.revocation.gracePeriod) unless it is granted again"));
+            continue;
+        }
+        release::remove_policy(&access.client, &held, &principal_id).await?;
+        ctx.claims.delete(&held).await?;
+        let note = format!("its federation policy {id} was deleted");
+        ctx.event(policy, EventType::Warning, "Revoked", "Revoke", &format!("{}: {note}", refusal.reason))
+            .await;
+        outcome.done(note);
+    }
+    Ok(Error::revoked(refusal, &outcome.message(), outcome.wake(at)))
+}
+
+/// The federation-policy claims this object holds.
+async fn own_claims(ctx: &Context, policy: &TrustPolicy) -> Result<Vec<DatabricksClaim>, Error> {
+    let held = ctx.claims.held_by(&policy.uid().unwrap_or_default()).await?;
+    Ok(held.into_iter().filter(|c| c.spec.remote.kind == ClaimedKind::FederationPolicy).collect())
+}
+
 /// The federation policy as the spec says: updated when it drifted, created (with the claim as the intent) when
 /// absent, and its uid recorded in the claim.
 async fn converge_policy(
@@ -135,6 +191,9 @@ async fn converge_policy(
     let (stored, held) = match find_ours(target, policy, held.as_ref(), status).await? {
         Some(found) => (update_if_drifted(ctx, target, policy, found, want, oidc).await?, held),
         None => {
+            if held.is_none() {
+                check_count(ctx, target, policy).await?;
+            }
             let intent = claim::record_intent(ctx, target, policy, &id, held).await?;
             (create_with_intent(ctx, target, policy, &intent, want).await?, Some(intent))
         }
@@ -150,6 +209,24 @@ async fn converge_policy(
         });
     }
     Ok(stored)
+}
+
+/// At most the delegation's cap of trust policies per namespace, before a new one is created.
+async fn check_count(ctx: &Context, target: &Target, policy: &TrustPolicy) -> Result<(), Error> {
+    let grants = &target.access.grants;
+    if grants.caps().cap(Counted::TrustPolicies).is_none() {
+        return Ok(());
+    }
+    let namespace = policy.namespace().unwrap_or_default();
+    let account_id = &target.access.account.spec.account_id;
+    let selector = claims::selector(
+        ClaimedKind::FederationPolicy,
+        account_id,
+        &[(claims::LABEL_OWNER_NAMESPACE, &namespace)],
+    );
+    let uid = policy.uid().unwrap_or_default();
+    let have = ctx.claims.list(&selector).await?.iter().filter(|c| c.spec.owner.uid != uid).count();
+    grants.check_count(Counted::TrustPolicies, have).map_err(Error::from)
 }
 
 /// The policy under this object's id, when it is ours (see [`claim::is_ours`]); anything else under the id is
@@ -303,9 +380,55 @@ async fn write_config_map(
         .map_err(|e| Error::kube(format!("writing ConfigMap {name}"), e))
 }
 
-/// Deletion: only the policy this object's claim names is deleted, under the principal's confirmed id (an
-/// earlier version's record in status stands in for a claim).
+/// Deletion: the policies this object's claims name are deleted (the claims, not the status, say which), with the
+/// account the claims are in, whether or not the account still allows the namespace (revocation, not
+/// abandonment); an earlier version's record in status stands in for claims.
 async fn cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Error> {
+    let held = own_claims(ctx, &policy).await?;
+    let Some(first) = held.first() else { return legacy_cleanup(policy, ctx).await };
+    let remote = format!("federation policy {}", policy_id(&policy));
+    let namespace = policy.namespace().unwrap_or_default();
+    // The referenced principal's account, or (its object is gone) the account the claim is in.
+    let account = match referenced_object(ctx, &policy).await {
+        Ok(sp) => Some(sp.spec.account_ref.name),
+        Err(_) => ctx.accounts.name_of(&first.spec.account_id),
+    };
+    let access = match &account {
+        Some(account) => ctx.accounts.client_for(account, &namespace).await,
+        None => Err(Error::Account {
+            reason: Reason::AccountNotFound,
+            message: format!("no DatabricksAccount is for account {}", first.spec.account_id),
+        }),
+    };
+    let revoked = access.as_ref().is_err_and(|e| e.reason() == Reason::NamespaceNotAllowed);
+    let forbidden = access.as_ref().is_ok_and(|a| !a.grants.caps().allow_orphan);
+    let orphan = orphaned_by_annotation(policy.as_ref()) && !revoked && !forbidden;
+    let access = match (revoked, &account) {
+        (true, Some(account)) => ctx.accounts.revoking(account, &namespace).await,
+        _ => access,
+    };
+    let proceed = deletion::may_delete_remote(policy.as_ref(), ctx, orphan, &remote).await?;
+    let access = if proceed {
+        deletion::or_abandon(policy.as_ref(), ctx, &remote, access, false).await?
+    } else {
+        None
+    };
+    for claim in &held {
+        if let (Some(access), Some(principal_id)) = (&access, &claim.spec.remote.principal_id)
+            && release::remove_policy(&access.client, claim, principal_id).await?
+        {
+            let note =
+                format!("Deleted federation policy {}", claim.spec.remote.id.as_deref().unwrap_or("?"));
+            ctx.event(policy.as_ref(), EventType::Normal, "Deleted", "Delete", &note).await;
+        }
+        ctx.claims.delete(claim).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Deletion of a policy an earlier version recorded only in status: the one whose uid it recorded, under the
+/// principal's confirmed id.
+async fn legacy_cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Error> {
     let id = policy_id(&policy);
     let remote = format!("federation policy {id}");
     let orphan = orphaned_by_annotation(policy.as_ref());
@@ -322,20 +445,7 @@ async fn cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Erro
         return Ok(Action::await_change());
     };
     let client: &AccountClient = &target.access.client;
-    let uid = policy.uid().unwrap_or_default();
-    let removed = match claim::read(ctx, &target, &id).await? {
-        Some(held) if claims::held_by(&held, &uid) => {
-            let removed = release::remove_policy(client, &held, &target.principal_id).await?;
-            ctx.claims.delete(&held).await?;
-            if removed {
-                let note = format!("Deleted federation policy {id}");
-                ctx.event(policy.as_ref(), EventType::Normal, "Deleted", "Delete", &note).await;
-            }
-            Removed::Deleted
-        }
-        Some(_) => Removed::NotOurs,
-        None => federation::delete_recorded(&ctx.events, client, &policy, &target.principal_id, "").await?,
-    };
+    let removed = federation::delete_recorded(&ctx.events, client, &policy, &target.principal_id, "").await?;
     if removed == Removed::NotOurs {
         let note = format!("Federation policy {id} is not the one this object created; left untouched");
         ctx.event(policy.as_ref(), EventType::Warning, "IdentityMismatch", "Delete", &note).await;

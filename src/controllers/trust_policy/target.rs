@@ -23,7 +23,7 @@ pub struct Target {
 }
 
 /// The referenced ServicePrincipal object (same namespace).
-async fn referenced_object(ctx: &Context, policy: &TrustPolicy) -> Result<ServicePrincipal, Error> {
+pub async fn referenced_object(ctx: &Context, policy: &TrustPolicy) -> Result<ServicePrincipal, Error> {
     let name = &policy.spec.service_principal_ref.name;
     let api: Api<ServicePrincipal> =
         Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
@@ -42,11 +42,14 @@ pub async fn referenced_principal(ctx: &Context, policy: &TrustPolicy) -> Result
     confirmed(ctx, policy, &sp).await
 }
 
-/// Like [`referenced_principal`], but not while the ServicePrincipal is being deleted: its cleanup removes the
-/// policies put on it, and a policy created meanwhile would outlive it (its own deletion event wakes this
-/// controller).
-pub async fn writable_principal(ctx: &Context, policy: &TrustPolicy) -> Result<Target, Error> {
-    let sp = referenced_object(ctx, policy).await?;
+/// The principal of `sp` to write a policy on, with `access` (the namespace's), but not while the
+/// ServicePrincipal is being deleted: its cleanup removes the policies put on it, and a policy created meanwhile
+/// would outlive it (its own deletion event wakes this controller).
+pub async fn writable_principal(
+    ctx: &Context,
+    sp: ServicePrincipal,
+    access: Access,
+) -> Result<Target, Error> {
     if sp.metadata.deletion_timestamp.is_some() {
         return Err(Error::Waiting {
             reason: Reason::ServicePrincipalDeleting,
@@ -56,12 +59,13 @@ pub async fn writable_principal(ctx: &Context, policy: &TrustPolicy) -> Result<T
             ),
         });
     }
-    confirmed(ctx, policy, &sp).await
+    let remote = ctx.principals.confirmed(&access, &sp, &ctx.assignments).await?;
+    Ok(Target { access, sp, principal_id: remote.id, application_id: remote.application_id })
 }
 
 async fn confirmed(ctx: &Context, policy: &TrustPolicy, sp: &ServicePrincipal) -> Result<Target, Error> {
     let namespace = policy.namespace().unwrap_or_default();
     let access = ctx.accounts.client_for(&sp.spec.account_ref.name, &namespace).await?;
-    let remote = ctx.principals.confirmed(&access, sp).await?;
+    let remote = ctx.principals.confirmed(&access, sp, &ctx.assignments).await?;
     Ok(Target { access, sp: sp.clone(), principal_id: remote.id, application_id: remote.application_id })
 }

@@ -56,6 +56,19 @@ impl State {
             .ok_or_else(|| ApiError::not_found(format!("Permission assignment for principal {principal_id}")))
     }
 
+    /// The workspaces of the account, as the Workspaces API lists them.
+    pub fn list_workspaces(&self) -> Vec<Value> {
+        let account = &self.config.account_id;
+        self.config
+            .workspaces
+            .iter()
+            .map(|ws| {
+                json!({"workspace_id": ws, "account_id": account, "workspace_name": format!("workspace-{ws}"),
+                       "workspace_status": "RUNNING", "deployment_name": format!("dbc-{ws}")})
+            })
+            .collect()
+    }
+
     pub fn list_assignments(&self, workspace_id: i64) -> Result<Vec<Value>, ApiError> {
         let workspace = self.workspace(workspace_id)?;
         Ok(workspace

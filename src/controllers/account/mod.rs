@@ -1,5 +1,8 @@
 //! DatabricksAccount: proves the operator can act on the account (a token, then an authenticated read) and says
-//! in `Ready` who the operator is there, what the account delegates, or what is wrong.
+//! in `Ready` who the operator is there, what the account delegates, or what is wrong; and sweeps the claims
+//! whose objects are gone (`sweep`).
+
+mod sweep;
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,7 +13,12 @@ use kube::{
 };
 
 use super::{
-    rules::{conditions, error::Error, meta::MANAGER, reason::Reason},
+    rules::{
+        conditions,
+        error::Error,
+        meta::{ANNOTATION_RECONCILE, MANAGER},
+        reason::Reason,
+    },
     runtime::{context::Context, memory::Fingerprint},
     services::ledger,
 };
@@ -30,7 +38,10 @@ pub async fn reconcile(account: Arc<DatabricksAccount>, ctx: Arc<Context>) -> Re
     ledger::migrate(&ctx.client, &ctx.claims, &account).await?;
     let client = ctx.accounts.checked_client(&account.name_any()).await;
     // Proven with this spec and these credentials (same client) since the last resync: nothing to call.
-    let fingerprint = client.as_ref().ok().map(|(_, c)| Fingerprint::with(generation, c.instance_id()));
+    // A new value of the reconcile annotation asks for a full pass now, as on every kind.
+    let poke = account.annotations().get(ANNOTATION_RECONCILE).cloned();
+    let fingerprint =
+        client.as_ref().ok().map(|(_, c)| Fingerprint::with(generation, (c.instance_id(), &poke)));
     if let Some(remaining) = fingerprint.and_then(|f| ctx.marks.fresh(&uid, f)) {
         return Ok(Action::requeue(remaining));
     }
@@ -39,6 +50,17 @@ pub async fn reconcile(account: Arc<DatabricksAccount>, ctx: Arc<Context>) -> Re
         Err(err) => Err(err),
         Ok((_, client)) => verify(&client).await.map(|who| (who, client)),
     };
+    if let Ok((_, client)) = &outcome {
+        match sweep::lapsed_claims(&ctx, &account, client).await {
+            Ok(0) => {}
+            Ok(swept) => {
+                tracing::info!(account = %account.name_any(), swept, "revoked the claims of objects gone without cleanup")
+            }
+            Err(err) => {
+                tracing::warn!(account = %account.name_any(), error = %err, "could not sweep lapsed claims; retrying at the next resync")
+            }
+        }
+    }
     let mut status = account.status.clone().unwrap_or_default();
     let action = match &outcome {
         Ok((who, client)) => {
