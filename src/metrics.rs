@@ -58,6 +58,7 @@ pub struct Metrics {
     pub budget_wait: Family<BudgetLabels, Histogram>,
     pub budget_deferred: Family<BudgetLabels, Counter>,
     pub budget_throttled: Family<ClassLabels, Counter>,
+    pub worker_waits: Family<ControllerLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -82,6 +83,7 @@ impl Default for Metrics {
         });
         let budget_deferred = Family::<BudgetLabels, Counter>::default();
         let budget_throttled = Family::<ClassLabels, Counter>::default();
+        let worker_waits = Family::<ControllerLabels, Counter>::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by reason", reconcile_errors.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration", reconcile_duration.clone());
@@ -115,6 +117,11 @@ impl Default for Metrics {
             "Requests Databricks answered 429, by account and request class (that class then waits)",
             budget_throttled.clone(),
         );
+        registry.register(
+            "worker_waits",
+            "Passes put off because their namespace already held its share of the controller's workers",
+            worker_waits.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -126,6 +133,7 @@ impl Default for Metrics {
             budget_wait,
             budget_deferred,
             budget_throttled,
+            worker_waits,
         }
     }
 }
@@ -142,6 +150,7 @@ pub const FAMILIES: &[&str] = &[
     "budget_wait_seconds",
     "budget_deferred",
     "budget_throttled",
+    "worker_waits",
 ];
 
 impl Metrics {
@@ -243,6 +252,7 @@ mod tests {
         observer.granted(Class::Read, "n", std::time::Duration::from_millis(5));
         observer.deferred(Class::Write, "n");
         observer.throttled(Class::Patch);
+        metrics.worker_waits.get_or_create(&labels).inc();
         let text = metrics.render();
         for family in FAMILIES {
             assert!(

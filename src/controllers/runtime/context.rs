@@ -10,7 +10,10 @@ use std::{
 
 use kube::{Client, Resource, runtime::events::EventType};
 
-use super::memory::{Backoff, Marks};
+use super::{
+    memory::{Backoff, Marks},
+    workers::Workers,
+};
 use crate::{
     controllers::{
         rules::error::Error,
@@ -125,6 +128,8 @@ pub struct Context {
     pub principals: Principals,
     /// Workspace assignment listings shared by every principal.
     pub assignments: Arc<assignments::Cache>,
+    /// How many workers each namespace holds (see [`Workers`]).
+    pub workers: Workers,
 }
 
 impl Context {
@@ -137,6 +142,7 @@ impl Context {
             assignments: Arc::new(assignments::Cache::new(config.resync_interval)),
             marks: Marks::default(),
             backoff: Backoff::default(),
+            workers: Workers::new(config.concurrency),
             client,
             config,
             metrics,

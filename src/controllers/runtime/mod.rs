@@ -6,3 +6,4 @@ pub mod deletion;
 pub mod lifecycle;
 pub mod memory;
 pub mod policy;
+pub mod workers;

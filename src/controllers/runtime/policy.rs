@@ -58,9 +58,16 @@ where
     K: Resource<DynamicType = ()>,
     F: std::future::Future<Output = Result<Action, Error>>,
 {
-    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    let namespace = obj.namespace().unwrap_or_default();
+    let key = format!("{namespace}/{}", obj.name_any());
+    let Some(_worker) = ctx.workers.take(controller, &namespace) else {
+        // The namespace holds its share of the workers; this pass runs when one is given back.
+        tracing::debug!(controller, object = %key, "pass waits for a worker of its namespace");
+        ctx.metrics.worker_waits.get_or_create(&labels_of(controller)).inc();
+        return Ok(Action::requeue(Duration::from_millis(rand::random_range(200..700))));
+    };
     let started = Instant::now();
-    let labels = ControllerLabels { controller: controller.to_owned() };
+    let labels = labels_of(controller);
     tracing::debug!(controller, object = %key, "reconcile started");
     let result = run(obj, ctx.clone()).await;
     tracing::debug!(controller, object = %key, elapsed_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "reconcile finished");
@@ -70,4 +77,8 @@ where
         ctx.backoff.reset(&key);
     }
     result
+}
+
+fn labels_of(controller: &'static str) -> ControllerLabels {
+    ControllerLabels { controller: controller.to_owned() }
 }
