@@ -124,6 +124,12 @@ async fn a_narrowed_grant_takes_back_assignments_policies_and_integrations() {
     .await;
     wait_condition::<TrustPolicy>(a, "ci", "Ready", "True", None).await;
     let policy = policy_of(a, "ci").await;
+    // The tenant pauses all three first: a pause stops what the object asks for, not the revocation.
+    let paused = annotate("oauth.databricks-operator.io/paused", json!("true"));
+    merge::<ServicePrincipal>(a, "etl", paused.clone(), false).await;
+    merge::<DatabricksAppConnection>(a, "portal", paused.clone(), false).await;
+    merge::<TrustPolicy>(a, "ci", paused.clone(), false).await;
+    wait_condition::<TrustPolicy>(a, "ci", "Ready", "False", Some("Paused")).await;
 
     // The platform team narrows the grant: USER only in the second workspace, no app connections, no trust
     // policies.
@@ -165,12 +171,17 @@ async fn a_narrowed_grant_takes_back_assignments_policies_and_integrations() {
     wait_message::<ServicePrincipal>(a, "etl", "AssignmentNotAllowed", &removed).await;
     assert_eq!(permissions(&world, WORKSPACES[1], &principal.id).await, None);
     // The tenant follows: the object is in sync with what remains.
+    merge::<ServicePrincipal>(a, "etl", annotate("oauth.databricks-operator.io/paused", Value::Null), false)
+        .await;
     let remaining = json!({"spec": {"workspaceAssignments": [
         {"workspaceId": WORKSPACES[0], "permissions": ["USER"]}]}});
     merge::<ServicePrincipal>(a, "etl", remaining, false).await;
     wait_condition::<ServicePrincipal>(a, "etl", "Ready", "True", None).await;
 
-    // Granted again, the kinds come back as new remote objects.
+    // Granted again (and unpaused), the kinds come back as new remote objects.
+    let unpaused = annotate("oauth.databricks-operator.io/paused", Value::Null);
+    merge::<DatabricksAppConnection>(a, "portal", unpaused.clone(), false).await;
+    merge::<TrustPolicy>(a, "ci", unpaused, false).await;
     patch_account(
         &world,
         json!({"spec": {"delegations": [{"namespaces": {"names": [a.namespace]},
@@ -240,13 +251,19 @@ async fn a_namespace_no_longer_allowed_loses_what_it_created_until_allowed_again
     assert!(world.operator.admin.get_service_principal(&worker.id).await.expect("sp").active);
     assert!(world.operator.works(&worker.application_id, &new_secret).await);
 
-    // Deleted while its namespace is not allowed: revoked at once, per the account's policy (Delete now).
+    // Deleted while its namespace is not allowed: revoked at once, per the account's policy (Delete now), even
+    // when paused (a pause stops what the object asks for, not the revocation).
+    let vault = ready_app(&world, a, "vault", json!({"redirectUrls": ["https://a.example.com/vault"]})).await;
+    let paused = annotate("oauth.databricks-operator.io/paused", json!("true"));
+    merge::<DatabricksAppConnection>(a, "vault", paused, false).await;
     patch_account(
         &world,
         json!({"spec": {"allowedNamespaces": {"names": [b.namespace]},
         "revocation": {"gracePeriod": "1h", "principals": "Delete"}}}),
     )
     .await;
+    delete_and_wait::<DatabricksAppConnection>(a, "vault").await;
+    assert!(app_gone(&world, &vault).await, "the paused app's integration went with it");
     let message =
         wait_message::<ServicePrincipal>(a, "worker", "NamespaceNotAllowed", "spec.revocation").await;
     assert!(message.contains("is revoked at"), "the grace is said: {message}");
@@ -285,6 +302,26 @@ async fn a_released_adoption_leaves_nothing_of_the_tenants_behind() {
     .await;
     wait_condition::<TrustPolicy>(a, "keep", "Ready", "True", None).await;
     let a_policy = policy_of(a, "keep").await;
+
+    // A trust policy on an adopted principal is never left behind: the orphan annotation deletes it anyway.
+    create::<TrustPolicy>(
+        &world,
+        a,
+        "left",
+        json!({"servicePrincipalRef": {"name": "legacy"}, "oidc": oidc("left")}),
+    )
+    .await;
+    wait_condition::<TrustPolicy>(a, "left", "Ready", "True", None).await;
+    let left = policy_of(a, "left").await;
+    merge::<TrustPolicy>(
+        a,
+        "left",
+        annotate("oauth.databricks-operator.io/deletion-policy", json!("orphan")),
+        false,
+    )
+    .await;
+    delete_and_wait::<TrustPolicy>(a, "left").await;
+    assert!(policy_gone(&world, &legacy.id, &left).await, "an orphaned policy on an adopted principal");
 
     // The escape hatch (orphan annotation, then delete) leaves the principal but not what team-a added to it.
     merge::<ServicePrincipal>(
@@ -583,9 +620,27 @@ async fn status_edits_and_forged_secrets_never_steer_a_deletion() {
     let after = world.operator.admin.get_federation_policy(&legacy.id, "platform-ci").await.expect("kept");
     assert_eq!((after.uid, after.oidc_policy), (before.uid.clone(), before.oidc_policy.clone()));
 
+    // The platform assigns it in a workspace team-a is not granted; status then names that assignment as this
+    // object's, and the spec asks for it: the refusal takes back only what the claim records, never the platform's.
+    world
+        .operator
+        .admin
+        .put_workspace_assignment(WORKSPACES[2], &legacy.id, &["USER"])
+        .await
+        .expect("assignment");
+    let claimed = json!({"status": {"workspaceAssignments": [{"workspaceId": WORKSPACES[2], "permissions": ["USER"]}]}});
+    merge::<ServicePrincipal>(a, "legacy", claimed, true).await;
+    let asked =
+        json!({"spec": {"workspaceAssignments": [{"workspaceId": WORKSPACES[2], "permissions": ["USER"]}]}});
+    merge::<ServicePrincipal>(a, "legacy", asked, false).await;
+    wait_condition::<ServicePrincipal>(a, "legacy", "Ready", "False", Some("AssignmentNotAllowed")).await;
+    assert_eq!(permissions(&world, WORKSPACES[2], &legacy.id).await, Some(vec!["USER".to_owned()]));
+    merge::<ServicePrincipal>(a, "legacy", json!({"spec": {"workspaceAssignments": null}}), false).await;
+
     // Status cleared of its id, then deleted: the claim, not status, says what to remove.
     merge::<ServicePrincipal>(a, "legacy", json!({"status": {"id": null}}), true).await;
     delete_and_wait::<ServicePrincipal>(a, "legacy").await;
+    assert_eq!(permissions(&world, WORKSPACES[2], &legacy.id).await, Some(vec!["USER".to_owned()]));
     let left: Vec<String> = world
         .operator
         .admin
@@ -786,4 +841,110 @@ async fn two_accounts_for_one_databricks_account_share_claims_and_budget() {
     let one = ctx.accounts.client_for(&world.operator.account, &a.namespace).await.expect("first");
     let two = ctx.accounts.client_for(&second_name, &b.namespace).await.expect("second");
     assert!(one.client.budget().same(two.client.budget()), "two budgets for one Databricks account");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_adoption_grant_releases_the_principal() {
+    let world_emulator = emulator().await;
+    let legacy = legacy_principal(&admin_client(&world_emulator), "legacy", false).await;
+    let app_id = legacy.application_id.clone();
+    let grant = move |a: &str, b: &str| {
+        json!({"revocation": {"gracePeriod": GRACE}, "delegations": [
+            {"namespaces": {"names": [a]}, "trustPolicies": true, "adopt": [{"applicationId": app_id}]},
+            {"namespaces": {"names": [b]}, "adopt": [{"applicationId": app_id}]}]})
+    };
+    let world = World::with_emulator(grant, world_emulator).await;
+    let (a, b) = (&world.a, &world.b);
+    let adopt = json!({"adopt": {"applicationId": legacy.application_id}, "credentials": {}});
+    let (_, a_secret) = ready_principal(&world, a, "legacy", adopt.clone()).await;
+    create::<TrustPolicy>(
+        &world,
+        a,
+        "ci",
+        json!({"servicePrincipalRef": {"name": "legacy"}, "oidc": oidc("a")}),
+    )
+    .await;
+    wait_condition::<TrustPolicy>(a, "ci", "Ready", "True", None).await;
+    let a_policy = policy_of(a, "ci").await;
+    create::<ServicePrincipal>(&world, b, "legacy", adopt).await;
+    wait_message::<ServicePrincipal>(b, "legacy", "AdoptRefused", "already adopted").await;
+
+    // The platform takes team-a's adoption grant back; team-a keeps its object. After the grace, what team-a
+    // added goes and the claim with it: team-b's adoption goes through.
+    patch_account(
+        &world,
+        json!({"spec": {"delegations": [
+        {"namespaces": {"names": [a.namespace]}, "trustPolicies": true},
+        {"namespaces": {"names": [b.namespace]}, "adopt": [{"applicationId": legacy.application_id}]}]}}),
+    )
+    .await;
+    wait_message::<ServicePrincipal>(a, "legacy", "AdoptRefused", "Released adopted principal").await;
+    assert!(!world.operator.works(&legacy.application_id, &a_secret).await, "team-a's secret is gone");
+    assert!(policy_gone(&world, &legacy.id, &a_policy).await, "team-a's policy is gone");
+    poke::<ServicePrincipal>(b, "legacy", "1").await;
+    wait_condition::<ServicePrincipal>(b, "legacy", "Ready", "True", None).await;
+    let secrets = world.operator.admin.list_secrets(&legacy.id).await.expect("secrets");
+    assert_eq!(secrets.len(), 1, "only team-b's: {secrets:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_and_an_edited_spec_do_not_hide_what_a_revocation_takes_back() {
+    let world_emulator = emulator().await;
+    let legacy = legacy_principal(&admin_client(&world_emulator), "legacy", false).await;
+    let app_id = legacy.application_id.clone();
+    let grant = move |a: &str, _: &str| {
+        json!({"revocation": {"gracePeriod": GRACE}, "delegations": [{"namespaces": {"names": [a]},
+            "appConnections": true, "adopt": [{"applicationId": app_id}],
+            "limits": {"appRedirectHosts": ["a.example.com", "b.example.com"]},
+            "workspaces": [{"workspaceId": WORKSPACES[0]}, {"workspaceId": WORKSPACES[1], "permission": "ADMIN"}]}]})
+    };
+    let world = World::with_emulator(grant, world_emulator).await;
+    let a = &world.a;
+    let admin = json!([{"workspaceId": WORKSPACES[1], "permissions": ["ADMIN"]}]);
+    let (principal, _) =
+        ready_principal(&world, a, "etl", json!({"credentials": {}, "workspaceAssignments": admin})).await;
+    let portal = ready_app(&world, a, "portal", json!({"redirectUrls": ["https://a.example.com/cb"]})).await;
+    let adopt = json!({"adopt": {"applicationId": legacy.application_id}, "credentials": {}});
+    let (_, legacy_secret) = ready_principal(&world, a, "legacy", adopt).await;
+
+    // The tenant pauses, then edits the specs to what the narrowed grant will allow: a paused object applies
+    // nothing, so Databricks still holds what the old specs asked for. And it deletes the adopted principal's
+    // object while paused, so the deletion waits.
+    let paused = annotate("oauth.databricks-operator.io/paused", json!("true"));
+    for name in ["etl", "legacy"] {
+        merge::<ServicePrincipal>(a, name, paused.clone(), false).await;
+        wait_condition::<ServicePrincipal>(a, name, "Ready", "False", Some("Paused")).await;
+    }
+    merge::<DatabricksAppConnection>(a, "portal", paused, false).await;
+    wait_condition::<DatabricksAppConnection>(a, "portal", "Ready", "False", Some("Paused")).await;
+    merge::<ServicePrincipal>(a, "etl", json!({"spec": {"workspaceAssignments": []}}), false).await;
+    let allowed = json!({"spec": {"redirectUrls": ["https://b.example.com/cb"]}});
+    merge::<DatabricksAppConnection>(a, "portal", allowed, false).await;
+    api::<ServicePrincipal>(a).delete("legacy", &Default::default()).await.expect("delete");
+    let held = api::<ServicePrincipal>(a).get("legacy").await.expect("held by its finalizer while paused");
+    assert!(held.metadata.deletion_timestamp.is_some());
+
+    // The platform takes back the ADMIN workspace, the old redirect host and the adoption.
+    patch_account(
+        &world,
+        json!({"spec": {"delegations": [{"namespaces": {"names": [a.namespace]}, "appConnections": true,
+        "limits": {"appRedirectHosts": ["b.example.com"]}, "workspaces": [{"workspaceId": WORKSPACES[0]}]}]}}),
+    )
+    .await;
+    // What Databricks holds is what counts: the assignment and the integration go, and so does every secret
+    // minted on the adopted principal (its object then goes, the principal itself is left).
+    eventually("the ADMIN assignment's removal", || async {
+        permissions(&world, WORKSPACES[1], &principal.id).await.is_none()
+    })
+    .await;
+    eventually("the integration's deletion", || app_gone(&world, &portal)).await;
+    eventually("the adopted principal's release", || async {
+        api::<ServicePrincipal>(a).get_opt("legacy").await.expect("read").is_none()
+    })
+    .await;
+    assert!(!world.operator.works(&legacy.application_id, &legacy_secret).await, "its secret is gone");
+    let left = world.operator.admin.list_secrets(&legacy.id).await.expect("secrets");
+    assert!(left.is_empty(), "nothing of the tenant's stays on the adopted principal: {left:?}");
+    assert!(world.operator.admin.get_service_principal(&legacy.id).await.is_ok(), "the principal is left");
+    world.nothing_written_elsewhere().await;
 }

@@ -295,9 +295,10 @@ pub struct DelegationLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = super::shared::DURATION_PATTERN), length(max = 64))]
     pub max_secret_lifetime: Option<String>,
-    /// `false`: these namespaces' objects may not leave their remote objects behind (`deletionPolicy: Orphan`, or
-    /// the orphan annotation): deletion deletes (an adopted principal's is lowered to its adoption grant as
-    /// always). Default `true`.
+    /// `true`: these namespaces' objects may leave what they created behind in Databricks (`deletionPolicy:
+    /// Orphan`, or the orphan annotation): nothing records it afterwards, so no later revocation reaches it.
+    /// Default `false`: deletion deletes (an adopted principal is left as always, without what was added to it).
+    /// Accounts without delegations are not capped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_orphan: Option<bool>,
     /// The most service principals one namespace may have on the account (created and adopted).

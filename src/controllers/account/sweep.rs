@@ -80,7 +80,7 @@ async fn revoke(
         },
         ClaimedKind::AppIntegration => "its create never completed".to_owned(),
     };
-    ctx.claims.delete(claim).await?;
+    ctx.claims.delete_if_still_held(claim).await?;
     Ok(note)
 }
 

@@ -21,7 +21,7 @@ use crate::{
             claims::{self, LABEL_OWNER_UID},
             conditions,
             error::{Error, Refusal},
-            meta::{ANNOTATION_ROTATE, keys, orphaned_by_annotation},
+            meta::{self, ANNOTATION_ROTATE, keys, orphaned_by_annotation},
             reason::Reason,
             revocation,
             rotate_request::{self, RotateRequest},
@@ -67,7 +67,12 @@ pub async fn reconcile(app: Arc<DatabricksAppConnection>, ctx: Arc<Context>) -> 
             let resync = ctx.config.jittered_resync();
             Ok((message, rotation_due.map_or(resync, |d| d.min(resync).max(Duration::from_secs(1)))))
         };
-    lifecycle::reconcile(app, ctx, apply, published_intact, cleanup).await
+    let gate =
+        async |app: &DatabricksAppConnection, ctx: &Context, status: &mut DatabricksAppConnectionStatus| {
+            gate(app, ctx, status).await.map(drop)
+        };
+    let hooks = lifecycle::Hooks { apply, intact: published_intact, gate };
+    lifecycle::reconcile(app, ctx, hooks, cleanup).await
 }
 
 /// Whether the Secret is still as the last pass wrote it.
@@ -103,14 +108,14 @@ impl Pass<'_> {
     }
 }
 
-/// A full pass: the grant checked, the integration found (or recovered, or created), recreated when a
-/// confidential app's secret is lost and a recreation is asked for, and published. Returns when a waiting
-/// recreation is due.
-async fn apply(
+/// The grant, before anything is written (and while paused): an integration the namespace may no longer have (the
+/// namespace no longer allowed, the kind no longer delegated, redirect URLs or scopes outside the delegation's
+/// limits) is revoked.
+async fn gate(
     app: &DatabricksAppConnection,
     ctx: &Context,
     status: &mut DatabricksAppConnectionStatus,
-) -> Result<Option<Duration>, Error> {
+) -> Result<Access, Error> {
     let namespace = app.namespace().unwrap_or_default();
     let access = match ctx.accounts.client_for(&app.spec.account_ref.name, &namespace).await {
         Ok(access) => access,
@@ -128,6 +133,39 @@ async fn apply(
     {
         return Err(revoke(app, ctx, &access, refusal, status, false).await?);
     }
+    if meta::is_paused(app)
+        && let Some(refusal) = paused_remote_refusal(app, ctx, &access).await?
+    {
+        return Err(revoke(app, ctx, &access, refusal, status, false).await?);
+    }
+    Ok(access)
+}
+
+/// A paused object's spec may have changed since it was applied: the integration as Databricks holds it is
+/// checked against the delegation's limits (redirect hosts, scopes).
+async fn paused_remote_refusal(
+    app: &DatabricksAppConnection,
+    ctx: &Context,
+    access: &Access,
+) -> Result<Option<Refusal>, Error> {
+    let claim = integration::own_claim(app, ctx, &access.account.spec.account_id).await?;
+    let Some(id) = claim.and_then(|c| c.spec.remote.id) else { return Ok(None) };
+    match access.client.get_custom_app(&id).await {
+        Ok(remote) => Ok(access.grants.check_app(&remote.redirect_urls, &remote.scopes).err()),
+        Err(err) if err.is_not_found() => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// A full pass: the grant checked, the integration found (or recovered, or created), recreated when a
+/// confidential app's secret is lost and a recreation is asked for, and published. Returns when a waiting
+/// recreation is due.
+async fn apply(
+    app: &DatabricksAppConnection,
+    ctx: &Context,
+    status: &mut DatabricksAppConnectionStatus,
+) -> Result<Option<Duration>, Error> {
+    let access = gate(app, ctx, status).await?;
     let claim = match integration::own_claim(app, ctx, &access.account.spec.account_id).await? {
         // Granted again before the grace ended: the integration stays.
         Some(claim) if claim.spec.revoked_since.is_some() => Some(ctx.claims.clear_revoked(&claim).await?),
@@ -141,7 +179,13 @@ async fn apply(
     let existing = find_integration(app, ctx, &access.client, claim.as_ref(), status).await?;
     let now = Timestamp::now();
     let value = app.annotations().get(ANNOTATION_ROTATE).cloned();
-    let allowed_after = status.rotate_allowed_after.as_ref().map(|t| t.0);
+    // The guard counts from the integration's creation, by Databricks' record (a status edit cannot shorten it).
+    let created = existing
+        .as_ref()
+        .and_then(|e| crate::controllers::rules::intent::parse_time(e.create_time.as_deref()));
+    let guard =
+        created.and_then(|t| rotate_request::next_rotation_allowed(t, ctx.config.rotate_min_interval));
+    let allowed_after = status.rotate_allowed_after.as_ref().map(|t| t.0).max(guard);
     let request = RotateRequest::new(value, status.rotate_request.as_ref(), allowed_after, now);
     let pass = Pass { app, ctx, access, published, request, now };
     let existing = recreate_if_asked_or_lost(&pass, existing, status).await?;
@@ -431,14 +475,24 @@ async fn cleanup(app: Arc<DatabricksAppConnection>, ctx: &Context) -> Result<Act
     };
     let remote = format!("app integration {id}");
     let access = ctx.accounts.client_for(account, &app.namespace().unwrap_or_default()).await;
-    // Revoked (the namespace may no longer use the account) or forbidden by the delegation: no orphaning.
-    let revoked = access.as_ref().is_err_and(|e| e.reason() == Reason::NamespaceNotAllowed);
+    // Revoked (the namespace may no longer use the account, the kind is no longer delegated or the app no longer
+    // fits the delegation's limits, or a revocation is under way) or forbidden by the delegation: no orphaning.
+    let not_allowed = access.as_ref().is_err_and(|e| e.reason() == Reason::NamespaceNotAllowed);
+    let refused = access.as_ref().is_ok_and(|a| {
+        let grants = &a.grants;
+        let spec = &app.spec;
+        grants
+            .check_kind(DelegatedKind::AppConnection)
+            .and_then(|()| grants.check_app(&spec.redirect_urls, &spec.scopes))
+            .is_err()
+    });
+    let revoked = not_allowed || refused || claim.spec.revoked_since.is_some();
     let forbidden = access.as_ref().is_ok_and(|a| !a.grants.caps().allow_orphan);
-    let access = match revoked {
+    let access = match not_allowed {
         true => ctx.accounts.revoking(account, &app.namespace().unwrap_or_default()).await,
         false => access,
     };
-    if !deletion::may_delete_remote(app.as_ref(), ctx, orphan && !revoked && !forbidden, &remote).await? {
+    if !deletion::may_delete_remote(app.as_ref(), ctx, orphan && !forbidden, revoked, &remote).await? {
         ctx.claims.delete(&claim).await?;
         return Ok(Action::await_change());
     }

@@ -1,6 +1,7 @@
 //! The caps a namespace's delegations put on what it asks for (`delegations[].limits`): secret lifetimes,
 //! orphaning, how many objects of each kind, and where app connections may redirect and what they may ask for.
-//! A namespace gets the most any of its rules allows; a rule without a cap allows without limit.
+//! A namespace gets the most any of its rules allows; a rule without a cap allows without limit, except orphaning,
+//! which only a rule that says `allowOrphan: true` allows.
 
 use std::time::Duration;
 
@@ -86,7 +87,7 @@ impl Caps {
                     .map(|l| l.max_secret_lifetime.as_deref().and_then(parse_duration).map(|d| d.as_secs())),
             )
             .map(Duration::from_secs),
-            allow_orphan: all.is_empty() || all.iter().any(|l| l.allow_orphan != Some(false)),
+            allow_orphan: all.iter().any(|l| l.allow_orphan == Some(true)),
             service_principals: most(all.iter().map(|l| count(l.max_service_principals))),
             app_connections: most(apps.iter().map(|l| count(l.max_app_connections))),
             trust_policies: most(trust.iter().map(|l| count(l.max_trust_policies))),
@@ -165,6 +166,7 @@ mod tests {
         );
         let looser = rule(
             json!({"appConnections": true, "limits": {"maxSecretLifetime": "2160h", "maxServicePrincipals": 10,
+            "allowOrphan": true,
             "maxAppConnections": 3, "appRedirectHosts": ["*.corp.example.com"], "appScopes": ["sql", "offline_access"]}}),
         );
         let caps = Caps::of(&[&strict, &looser]);
@@ -182,7 +184,9 @@ mod tests {
         let no_apps = rule(json!({"trustPolicies": true}));
         assert_eq!(Caps::of(&[&strict, &no_apps]).app_connections, Some(2));
         assert_eq!(Caps::of(&[&no_apps]).trust_policies, None);
-        assert_eq!(Caps::of(&[]), Caps::unlimited());
+        // Orphaning only where a rule says so; no rule caps nothing else.
+        assert!(!Caps::of(&[&open]).allow_orphan, "orphaning is opt-in");
+        assert_eq!(Caps::of(&[]), Caps { allow_orphan: false, ..Caps::unlimited() });
     }
 
     #[test]

@@ -65,7 +65,9 @@ impl Grants {
         };
         let rules: Vec<_> =
             spec.delegations.iter().filter(|d| namespace_in(&d.namespaces, namespace, labels)).collect();
-        grants.caps = if spec.single_tenant { Caps::unlimited() } else { Caps::of(&rules) };
+        // Without delegations the account is not shared: nothing is capped.
+        let shared = !spec.single_tenant && !spec.delegations.is_empty();
+        grants.caps = if shared { Caps::of(&rules) } else { Caps::unlimited() };
         for rule in rules {
             for workspace in &rule.workspaces {
                 let entry = grants.workspaces.entry(workspace.workspace_id).or_insert(workspace.permission);

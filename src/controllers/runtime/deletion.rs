@@ -46,13 +46,18 @@ where
 }
 
 /// Before a remote delete: an orphaned object only says so; a paused one waits (it makes no Databricks writes).
+/// A revoked object's remote objects go regardless (revocation is the platform's, not the object's to stop).
 /// Returns whether the remote delete may go ahead.
 pub async fn may_delete_remote<K: Managed>(
     obj: &K,
     ctx: &Context,
     orphan: bool,
+    revoking: bool,
     remote: &str,
 ) -> Result<bool, Error> {
+    if revoking {
+        return Ok(true);
+    }
     if orphan {
         ctx.event(obj, EventType::Normal, "Orphaned", "Delete", &format!("Left {remote} in Databricks"))
             .await;

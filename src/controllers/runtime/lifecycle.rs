@@ -89,23 +89,25 @@ pub fn trim<K: Managed>(obj: &mut K) {
 /// Databricks and the cluster in line and returns the Ready message and when to look again; errors become
 /// `Ready=False` with their reason. `intact` says whether what the object publishes in the cluster (Secret,
 /// ConfigMap) is still as the last pass left it; when it is and nothing else changed, the pass ends there.
-pub async fn reconcile<K, A, I, C>(
+/// `gate` checks the grant (the first steps of `apply`): a paused object still runs it, so what a revoked grant
+/// produced goes even while the object is paused.
+pub async fn reconcile<K, A, I, G, C>(
     obj: Arc<K>,
     ctx: Arc<Context>,
-    apply: A,
-    intact: I,
+    hooks: Hooks<A, I, G>,
     cleanup: C,
 ) -> Result<Action, Error>
 where
     K: Managed,
     A: AsyncFnOnce(&K, &Context, &mut K::Status) -> Result<(String, Duration), Error>,
     I: AsyncFn(&K, &Context, &K::Status) -> Result<bool, Error>,
+    G: AsyncFnOnce(&K, &Context, &mut K::Status) -> Result<(), Error>,
     C: AsyncFnOnce(Arc<K>, &Context) -> Result<Action, Error>,
 {
     let api = api(&ctx, obj.as_ref());
     finalizer(&api, K::FINALIZER, obj, |event| async {
         match event {
-            Finalizer::Apply(obj) => full_pass(obj, &ctx, apply, intact).await,
+            Finalizer::Apply(obj) => full_pass(obj, &ctx, hooks).await,
             Finalizer::Cleanup(obj) => {
                 ctx.marks.forget(&obj.uid().unwrap_or_default());
                 cleanup(obj, &ctx).await
@@ -116,13 +118,22 @@ where
     .map_err(|e| Error::Finalizer(Box::new(e)).unwrap_finalizer())
 }
 
+/// A kind's parts of a pass: `apply`, `intact` and `gate` (see [`reconcile`]).
+pub struct Hooks<A, I, G> {
+    pub apply: A,
+    pub intact: I,
+    pub gate: G,
+}
+
 /// A pass of an object that is not being deleted: skipped while nothing changed, else `apply` on a fresh read.
-async fn full_pass<K, A, I>(obj: Arc<K>, ctx: &Context, apply: A, intact: I) -> Result<Action, Error>
+async fn full_pass<K, A, I, G>(obj: Arc<K>, ctx: &Context, hooks: Hooks<A, I, G>) -> Result<Action, Error>
 where
     K: Managed,
     A: AsyncFnOnce(&K, &Context, &mut K::Status) -> Result<(String, Duration), Error>,
     I: AsyncFn(&K, &Context, &K::Status) -> Result<bool, Error>,
+    G: AsyncFnOnce(&K, &Context, &mut K::Status) -> Result<(), Error>,
 {
+    let Hooks { apply, intact, gate } = hooks;
     let obj = match skip_if_unchanged(obj, ctx, &intact).await? {
         Ok(fresh) => fresh,
         Err(action) => return Ok(action),
@@ -133,7 +144,12 @@ where
     let api = api(ctx, &obj);
     let generation = obj.meta().generation;
     let mut status = obj.status().cloned().unwrap_or_default();
-    if is_paused(&obj) {
+    // A pause stops the writes the object asks for, never the platform's revocation.
+    let revoked = match is_paused(&obj) {
+        true => gate(&obj, ctx, &mut status).await.err().filter(|e| matches!(e, Error::Revoked { .. })),
+        false => None,
+    };
+    if is_paused(&obj) && revoked.is_none() {
         let message =
             format!("Paused by the {ANNOTATION_PAUSED} annotation: no Databricks writes until it is removed");
         conditions::set(
@@ -148,7 +164,10 @@ where
         return Ok(Action::requeue(ctx.config.resync_interval));
     }
     let fingerprint = Fingerprint::of(&obj);
-    let outcome = apply(&obj, ctx, &mut status).await;
+    let outcome = match revoked {
+        Some(err) => Err(err),
+        None => apply(&obj, ctx, &mut status).await,
+    };
     K::set_observed_generation(&mut status, generation);
     let next = report(&obj, ctx, &mut status, outcome).await?;
     ctx.marks.record(&uid, fingerprint, next);

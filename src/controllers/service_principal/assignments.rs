@@ -45,7 +45,9 @@ fn not_found(workspace: i64, e: databricks::Error) -> Error {
 }
 
 /// Assigns what the spec lists, and undoes what the claim (or, for a created principal, an earlier version's
-/// status) records and the spec no longer lists; the claim records the result.
+/// status) records and the spec no longer lists. The claim records an assignment before it is made (with what an
+/// adopted principal had before), so a pass that stops midway never leaves one that no release or revocation
+/// knows of.
 pub async fn sync_assignments(
     sp: &ServicePrincipal,
     ctx: &Context,
@@ -56,13 +58,25 @@ pub async fn sync_assignments(
     let desired: BTreeMap<i64, WorkspacePermission> =
         sp.spec.workspace_assignments.iter().map(|a| (a.workspace_id, strongest(&a.permissions))).collect();
     let mut recorded = principal.claim.spec.workspaces.clone();
+    let mut to_assign = Vec::new();
     for (workspace, want) in &desired {
-        let previous = assign(sp, ctx, access, principal, *workspace, *want).await?;
+        let have = current(ctx, access, principal, *workspace).await?;
+        let previous = if principal.claim.spec.adopted { held(&have) } else { None };
         match recorded.iter_mut().find(|r| r.workspace_id == *workspace) {
-            Some(entry) => entry.permission = *want,
+            Some(entry) => entry.permission = entry.permission.max(*want),
             None => {
                 recorded.push(ClaimedAssignment { workspace_id: *workspace, permission: *want, previous })
             }
+        }
+        if have != [permission_name(*want)] {
+            to_assign.push((*workspace, *want));
+        }
+    }
+    record(ctx, principal, &recorded).await?;
+    for (workspace, want) in to_assign {
+        assign(sp, ctx, access, principal, workspace, want).await?;
+        if let Some(entry) = recorded.iter_mut().find(|r| r.workspace_id == workspace) {
+            entry.permission = want;
         }
     }
     let created = sp.spec.adopt.is_none();
@@ -78,20 +92,45 @@ pub async fn sync_assignments(
             recorded.retain(|r| r.workspace_id != workspace);
         }
     }
-    recorded.sort_by_key(|r| r.workspace_id);
-    if recorded != principal.claim.spec.workspaces {
-        let mut claim = principal.claim.clone();
-        claim.spec.workspaces = recorded;
-        principal.claim = ctx.claims.written(&claim).await?;
-    }
+    record(ctx, principal, &recorded).await?;
     let mut applied: Vec<WorkspaceAssignment> = sp.spec.workspace_assignments.clone();
     applied.sort_by_key(|a| a.workspace_id);
     status.workspace_assignments = applied;
     Ok(())
 }
 
-/// The principal has `want` in `workspace`, as read from the shared listing (or known empty when this pass
-/// created the principal). Returns what it had before (for an adopted principal's first assignment there).
+/// Writes `recorded` into the principal's claim when it differs.
+async fn record(
+    ctx: &Context,
+    principal: &mut Principal,
+    recorded: &[ClaimedAssignment],
+) -> Result<(), Error> {
+    let mut sorted = recorded.to_vec();
+    sorted.sort_by_key(|r| r.workspace_id);
+    if sorted != principal.claim.spec.workspaces {
+        let mut claim = principal.claim.clone();
+        claim.spec.workspaces = sorted;
+        principal.claim = ctx.claims.written(&claim).await?;
+    }
+    Ok(())
+}
+
+/// What the principal has in `workspace`, from the shared listing (known empty when this pass created it).
+async fn current(
+    ctx: &Context,
+    access: &Access,
+    principal: &Principal,
+    workspace: i64,
+) -> Result<Vec<String>, Error> {
+    if principal.created {
+        return Ok(Vec::new());
+    }
+    let principal_id: i64 = principal.id.parse().unwrap_or_default();
+    let listed = ctx.assignments.permissions(&access.client, workspace, principal_id).await;
+    listed.map_err(|e| not_found(workspace, e))
+}
+
+/// Gives the principal `want` in `workspace`.
 async fn assign(
     sp: &ServicePrincipal,
     ctx: &Context,
@@ -99,25 +138,16 @@ async fn assign(
     principal: &Principal,
     workspace: i64,
     want: WorkspacePermission,
-) -> Result<Option<WorkspacePermission>, Error> {
+) -> Result<(), Error> {
     let client = &access.client;
     let principal_id: i64 = principal.id.parse().unwrap_or_default();
-    let have = match principal.created {
-        true => Vec::new(),
-        false => {
-            let listed = ctx.assignments.permissions(client, workspace, principal_id).await;
-            listed.map_err(|e| not_found(workspace, e))?
-        }
-    };
     let name = permission_name(want);
-    if have != [name] {
-        let put = client.put_workspace_assignment(workspace, &principal.id, &[name]).await;
-        put.map_err(|e| not_found(workspace, e))?;
-        ctx.assignments.record(client, workspace, principal_id, Some(vec![name.to_owned()])).await;
-        let message = format!("Assigned {name} in workspace {workspace}");
-        ctx.event(sp, EventType::Normal, "WorkspaceAssigned", "Assign", &message).await;
-    }
-    Ok(if principal.claim.spec.adopted { held(&have) } else { None })
+    let put = client.put_workspace_assignment(workspace, &principal.id, &[name]).await;
+    put.map_err(|e| not_found(workspace, e))?;
+    ctx.assignments.record(client, workspace, principal_id, Some(vec![name.to_owned()])).await;
+    let message = format!("Assigned {name} in workspace {workspace}");
+    ctx.event(sp, EventType::Normal, "WorkspaceAssigned", "Assign", &message).await;
+    Ok(())
 }
 
 /// Undoes an assignment the claim recorded: back to what an adopted principal had before, or removed. Returns

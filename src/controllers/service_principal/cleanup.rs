@@ -12,7 +12,12 @@ use kube::{
 use super::{adoption::release_claim, credentials::delete_recorded_secrets, revocation};
 use crate::{
     controllers::{
-        rules::{error::Error, meta::orphaned_by_annotation, ownership, reason::Reason},
+        rules::{
+            error::Error,
+            meta::{is_paused, orphaned_by_annotation},
+            ownership,
+            reason::Reason,
+        },
         runtime::{context::Context, deletion, lifecycle},
         services::{accounts::Access, federation},
     },
@@ -63,7 +68,11 @@ pub async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<Action,
     // what this object added to it (now when the account can be reached, else before anyone holds it next).
     let escape = orphaned_by_annotation(sp.as_ref()) && requested == PrincipalDeletionPolicy::Orphan;
     let orphan = escape || (requested == PrincipalDeletionPolicy::Orphan && !adopted);
-    if !deletion::may_delete_remote(sp.as_ref(), ctx, orphan, &remote).await? {
+    let revoking = match access.as_ref() {
+        Ok(access) => revoked_while_paused(&sp, ctx, access).await?,
+        Err(_) => false,
+    };
+    if !deletion::may_delete_remote(sp.as_ref(), ctx, orphan, revoking, &remote).await? {
         release_claim(&sp, ctx, access.as_ref().ok()).await?;
         return Ok(Action::await_change());
     }
@@ -81,14 +90,30 @@ pub async fn cleanup(sp: Arc<ServicePrincipal>, ctx: &Context) -> Result<Action,
     Ok(Action::await_change())
 }
 
-/// The deletion policy asked for, with orphaning lowered to deletion where the delegation does not allow it.
+/// A pause holds a deletion back, never the platform's revocation: a paused object's assignments above the grant
+/// are lowered now, and one whose adoption is no longer granted is released (`true`: the deletion goes on).
+async fn revoked_while_paused(sp: &ServicePrincipal, ctx: &Context, access: &Access) -> Result<bool, Error> {
+    if !is_paused(sp) {
+        return Ok(false);
+    }
+    let status = sp.status.clone().unwrap_or_default();
+    revocation::outside_grant(sp, ctx, access, &status).await?;
+    Ok(sp
+        .spec
+        .adopt
+        .as_ref()
+        .is_some_and(|adopt| ownership::ungranted_adoption(&access.grants, &adopt.application_id).is_some()))
+}
+
+/// The deletion policy asked for, with orphaning a created principal lowered to deletion where the delegation
+/// does not allow it (an adopted principal is left as always, without what this object added to it).
 async fn requested_policy(
     sp: &ServicePrincipal,
     ctx: &Context,
     access: Option<&Access>,
 ) -> PrincipalDeletionPolicy {
     let requested = deletion_policy(sp);
-    let forbidden = access.is_some_and(|a| !a.grants.caps().allow_orphan);
+    let forbidden = sp.spec.adopt.is_none() && access.is_some_and(|a| !a.grants.caps().allow_orphan);
     if requested != PrincipalDeletionPolicy::Orphan || !forbidden {
         return requested;
     }

@@ -59,7 +59,8 @@ pub async fn ensure_principal(
     if sp.spec.adopt.is_some()
         && let Some(refusal) = ctx.principals.adoption_refusal(sp, access, &remote, &ctx.assignments).await?
     {
-        return Err(refusal.into());
+        // A principal this object holds that no longer fits the grant: what it added goes, then the claim.
+        return Err(super::revocation::adoption_revoked(sp, ctx, access, refusal).await?);
     }
     let claim = adoption::claim(sp, ctx, access, &remote).await?;
     Ok(Principal { remote, created, claim })

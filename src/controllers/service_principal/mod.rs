@@ -18,12 +18,17 @@ use kube::{Api, ResourceExt, runtime::controller::Action};
 
 use crate::{
     controllers::{
-        rules::{conditions, error::Error, reason::Reason},
+        rules::{
+            conditions,
+            error::{Error, Refusal},
+            meta, ownership,
+            reason::Reason,
+        },
         runtime::{
             context::Context,
-            lifecycle::{self, managed},
+            lifecycle::{self, Hooks, managed},
         },
-        services::secrets,
+        services::{accounts::Access, secrets},
     },
     crd::{CredentialsType, ServicePrincipal, ServicePrincipalStatus},
 };
@@ -38,7 +43,11 @@ pub async fn reconcile(sp: Arc<ServicePrincipal>, ctx: Arc<Context>) -> Result<A
         let next = apply(sp, ctx, status).await?;
         Ok((ready_message(status), next))
     };
-    lifecycle::reconcile(sp, ctx, apply, published_intact, cleanup::cleanup).await
+    let gate = async |sp: &ServicePrincipal, ctx: &Context, status: &mut ServicePrincipalStatus| {
+        gate(sp, ctx, status).await.map(drop)
+    };
+    let hooks = Hooks { apply, intact: published_intact, gate };
+    lifecycle::reconcile(sp, ctx, hooks, cleanup::cleanup).await
 }
 
 /// Whether the Secret still publishes the secret the status records, unedited (or no Secret is wanted).
@@ -68,6 +77,42 @@ fn ready_message(status: &ServicePrincipalStatus) -> String {
     }
 }
 
+/// The grant, before anything is written (and while paused): what the object holds beyond it is revoked (a
+/// namespace no longer allowed, assignments above a lowered grant, an adoption no longer granted).
+async fn gate(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    status: &ServicePrincipalStatus,
+) -> Result<Access, Error> {
+    let namespace = sp.namespace().unwrap_or_default();
+    let access = match ctx.accounts.client_for(&sp.spec.account_ref.name, &namespace).await {
+        Ok(access) => access,
+        Err(err) if err.reason() == Reason::NamespaceNotAllowed => {
+            return Err(namespace_revoked(sp, ctx, err).await?);
+        }
+        Err(err) => return Err(err),
+    };
+    let refused = access.grants.check_assignments(&sp.spec.workspace_assignments).err();
+    // A paused object's spec may have changed since it was applied: its claims say what Databricks holds.
+    if refused.is_some() || meta::is_paused(sp) {
+        let note = revocation::outside_grant(sp, ctx, &access, status).await?;
+        if let Some(refusal) = refused {
+            return Err(Error::revoked(refusal, &note, None));
+        }
+        if !note.is_empty() {
+            let message = "The grant no longer covers what this paused object was assigned".to_owned();
+            let refusal = Refusal { reason: Reason::AssignmentNotAllowed, message };
+            return Err(Error::revoked(refusal, &note, None));
+        }
+    }
+    if let Some(adopt) = &sp.spec.adopt
+        && let Some(refusal) = ownership::ungranted_adoption(&access.grants, &adopt.application_id)
+    {
+        return Err(revocation::adoption_revoked(sp, ctx, &access, refusal).await?);
+    }
+    Ok(access)
+}
+
 /// A full pass: the grant checked, the principal found (or created), its identity and assignments brought in
 /// line, and its credentials kept published. Returns when to look again.
 async fn apply(
@@ -75,21 +120,7 @@ async fn apply(
     ctx: &Context,
     status: &mut ServicePrincipalStatus,
 ) -> Result<Duration, Error> {
-    let namespace = sp.namespace().unwrap_or_default();
-    let access = match ctx.accounts.client_for(&sp.spec.account_ref.name, &namespace).await {
-        Ok(access) => access,
-        // The account no longer allows the namespace: what the object holds there is revoked.
-        Err(err) if err.reason() == Reason::NamespaceNotAllowed => {
-            return Err(namespace_revoked(sp, ctx, err).await?);
-        }
-        Err(err) => return Err(err),
-    };
-    // Everything the spec asks for must be delegated before anything is written; what the object holds above a
-    // lowered grant is brought back within it.
-    if let Err(refusal) = access.grants.check_assignments(&sp.spec.workspace_assignments) {
-        let note = revocation::outside_grant(sp, ctx, &access, status).await?;
-        return Err(Error::revoked(refusal, &note, None));
-    }
+    let access = gate(sp, ctx, status).await?;
     let mut principal = identity::ensure_principal(sp, ctx, &access, status).await?;
     identity::sync_identity(sp, ctx, &access, &principal).await?;
     assignments::sync_assignments(sp, ctx, &access, &mut principal, status).await?;

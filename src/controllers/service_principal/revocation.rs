@@ -9,6 +9,7 @@ use super::adoption::own_claims;
 use crate::{
     controllers::{
         rules::{
+            claims,
             error::{Error, Refusal},
             revocation::{self, Outcome},
         },
@@ -43,9 +44,11 @@ pub async fn outside_grant(
     {
         let Some(id) = claim.spec.remote.id.clone() else { continue };
         let mut held = claim.spec.workspaces.clone();
-        // An earlier version's record: status, for the workspaces the claim does not know (lowering is never an
-        // escalation, and the principal is this object's own: its claim says so).
-        for legacy in &status.workspace_assignments {
+        // An earlier version's record: status, for the workspaces the claim does not know, on a principal this
+        // object created (lowering its own principal is never an escalation; an adopted principal's other
+        // assignments are the platform's, and only the claim names what this object added).
+        let legacy = if claim.spec.adopted { &[][..] } else { &status.workspace_assignments[..] };
+        for legacy in legacy {
             if !held.iter().any(|h| h.workspace_id == legacy.workspace_id) {
                 let permission =
                     legacy.permissions.iter().copied().max().unwrap_or(WorkspacePermission::User);
@@ -83,11 +86,17 @@ async fn lower_or_remove(
     let (mut kept, mut done) = (Vec::new(), Vec::new());
     for mut assignment in held {
         let workspace = assignment.workspace_id;
+        let change =
+            revocation::assignment_change(assignment.permission, access.grants.permission(workspace));
+        // Within the grant: no read needed (a paused object's gate checks this at every pass).
+        let Some(change) = change else {
+            kept.push(assignment);
+            continue;
+        };
         let now = ctx.assignments.permissions(client, workspace, numeric).await?;
-        match revocation::assignment_change(assignment.permission, access.grants.permission(workspace)) {
+        match change {
             _ if now.is_empty() => {} // gone already
-            None => kept.push(assignment),
-            Some(Some(lower)) => {
+            Some(lower) => {
                 let name = release::permission_name(lower);
                 client.put_workspace_assignment(workspace, principal_id, &[name]).await?;
                 ctx.assignments.record(client, workspace, numeric, Some(vec![name.to_owned()])).await;
@@ -95,10 +104,15 @@ async fn lower_or_remove(
                 assignment.permission = lower;
                 kept.push(assignment);
             }
-            Some(None) => {
-                client.delete_workspace_assignment(workspace, principal_id).await?;
-                ctx.assignments.record(client, workspace, numeric, None).await;
-                done.push(format!("removed from workspace {workspace}"));
+            None => {
+                // What was there before this object's assignment is put back (the platform's), else removed.
+                release::restore(&ctx.assignments, client, principal_id, &assignment).await?;
+                done.push(match assignment.previous {
+                    Some(previous) => {
+                        format!("put back to {} in workspace {workspace}", release::permission_name(previous))
+                    }
+                    None => format!("removed from workspace {workspace}"),
+                });
             }
         }
     }
@@ -163,4 +177,38 @@ pub async fn namespace_removed(sp: &ServicePrincipal, ctx: &Context, now: bool) 
 /// namespace is allowed again.
 fn already_revoked(claim: &DatabricksClaim) -> bool {
     !claim.spec.adopted && claim.spec.releasing
+}
+
+/// An adoption this object holds that the grant no longer allows (or whose principal now holds more than the
+/// grant): after the account's grace, what the object added to the principal is removed and the claim goes, so
+/// the principal may pass to another holder with nothing of this namespace's on it.
+pub async fn adoption_revoked(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    access: &Access,
+    refusal: Refusal,
+) -> Result<Error, Error> {
+    let account_id = &access.account.spec.account_id;
+    let held = own_claims(sp, ctx).await?.into_iter().find(|c| {
+        c.spec.adopted
+            && c.spec.account_id.eq_ignore_ascii_case(account_id)
+            && claims::held_by(c, &sp.uid().unwrap_or_default())
+    });
+    let Some(claim) = held else { return Ok(refusal.into()) };
+    let app = claim.spec.remote.application_id.clone().unwrap_or_default();
+    let claim = ctx.claims.mark_revoked(&claim).await?;
+    let (at, grace) = (Timestamp::now(), revocation::grace(&access.account.spec));
+    if let Some(due) = revocation::due(claim.spec.revoked_since.as_ref().map(|t| t.0), at, grace) {
+        let note = format!(
+            "What this object added to {app} is removed at {due} (spec.revocation.gracePeriod) unless it is granted \
+             again"
+        );
+        return Ok(Error::revoked(refusal, &note, Some(revocation::until(due, at))));
+    }
+    let stripped = release::strip(&ctx.claims, &ctx.assignments, &access.client, &claim).await?;
+    ctx.claims.delete_if_still_held(&claim).await?;
+    let removed = if stripped.is_empty() { "nothing".to_owned() } else { stripped.describe() };
+    let note = format!("Released adopted principal {app}: removed {removed}");
+    ctx.event(sp, EventType::Warning, "Revoked", "Revoke", &note).await;
+    Ok(Error::revoked(refusal, &note, None))
 }

@@ -78,6 +78,30 @@ impl Claims {
         }
     }
 
+    /// Deletes `claim` only as it was read (same UID and resourceVersion): `Ok(false)` when it changed meanwhile
+    /// (the caller reads it again and decides again); a claim already gone counts as deleted.
+    pub async fn delete_exact(&self, claim: &DatabricksClaim) -> Result<bool, Error> {
+        let name = claim.name_any();
+        let preconditions = Preconditions { uid: claim.uid(), resource_version: claim.resource_version() };
+        let params = DeleteParams { preconditions: Some(preconditions), ..DeleteParams::default() };
+        match self.api.delete(&name, &params).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(err) => Err(Error::kube(format!("deleting DatabricksClaim {name}"), err)),
+        }
+    }
+
+    /// Deletes the claim `claim` names if it is still held by the same owner (read again first): a claim another
+    /// object took over meanwhile stays. Returns whether it is gone.
+    pub async fn delete_if_still_held(&self, claim: &DatabricksClaim) -> Result<bool, Error> {
+        let Some(current) = self.get(&claim.name_any()).await? else { return Ok(true) };
+        if current.uid() != claim.uid() || current.spec.owner.uid != claim.spec.owner.uid {
+            return Ok(false);
+        }
+        self.delete_exact(&current).await
+    }
+
     /// Records (once) that `claim`'s grant was revoked now; returns the claim as it stands.
     pub async fn mark_revoked(&self, claim: &DatabricksClaim) -> Result<DatabricksClaim, Error> {
         if claim.spec.revoked_since.is_some() {

@@ -54,7 +54,16 @@ pub async fn strip(
     let Some(principal_id) = claim.spec.remote.id.clone() else { return Ok(Stripped::default()) };
     let claim = mark_releasing(claims, claim).await?;
     let mut stripped = Stripped::default();
-    for secret in &claim.spec.secrets {
+    // A created principal's secrets are all the operator's (its claim lists none): every one goes.
+    let secrets = match claim.spec.adopted {
+        true => claim.spec.secrets.clone(),
+        false => match client.list_secrets(&principal_id).await {
+            Ok(listed) => listed.into_iter().map(|s| s.id).collect(),
+            Err(err) if err.is_not_found() => Vec::new(),
+            Err(err) => return Err(err.into()),
+        },
+    };
+    for secret in &secrets {
         client.delete_secret(&principal_id, secret).await?;
         stripped.secrets += 1;
     }
@@ -94,12 +103,34 @@ pub async fn remove_policies(
         .list(&selector(ClaimedKind::FederationPolicy, account_id, &[(LABEL_PRINCIPAL, principal_id)]))
         .await?
     {
-        if remove_policy(client, &claim, principal_id).await? {
-            removed += 1;
+        let mut claim = claim;
+        // A TrustPolicy pass may record the uid of a policy it just created meanwhile: then look again, so the
+        // claim never goes while its policy stays.
+        for attempt in 0.. {
+            if remove_policy(client, &claim, principal_id).await? {
+                removed += 1;
+            }
+            if claims.delete_exact(&claim).await? {
+                break;
+            }
+            match claims.get(claim.metadata.name.as_deref().unwrap_or_default()).await? {
+                Some(fresh) if attempt < 3 => claim = fresh,
+                Some(_) => return Err(changing(&claim)),
+                None => break,
+            }
         }
-        claims.delete(&claim).await?;
     }
     Ok(removed)
+}
+
+fn changing(claim: &DatabricksClaim) -> Error {
+    Error::Waiting {
+        reason: Reason::CreateInProgress,
+        message: format!(
+            "the claim {} keeps changing while it is released; retrying",
+            claim.metadata.name.as_deref().unwrap_or("?")
+        ),
+    }
 }
 
 /// Deletes the federation policy `claim` names on `principal_id`, when it is the claimed one. Returns whether one
@@ -128,7 +159,7 @@ pub async fn remove_policy(
 }
 
 /// Puts back what the principal had in a workspace before the claim's assignment (or removes it).
-async fn restore(
+pub async fn restore(
     cache: &assignments::Cache,
     client: &AccountClient,
     principal_id: &str,
@@ -169,7 +200,8 @@ pub async fn revoke_principal(
     let app = claim.spec.remote.application_id.clone().unwrap_or_else(|| id.clone());
     if claim.spec.adopted {
         let stripped = strip(claims, cache, client, claim).await?;
-        claims.delete(claim).await?;
+        // Taken over meanwhile (the new holder stripped it too): the claim is the new holder's.
+        claims.delete_if_still_held(claim).await?;
         return Ok(format!(
             "released adopted principal {app} (removed {})",
             if stripped.is_empty() { "nothing".to_owned() } else { stripped.describe() }
@@ -200,7 +232,7 @@ pub async fn revoke_principal(
         }
     };
     if !keep || policy == PrincipalDeletionPolicy::Delete {
-        claims.delete(claim).await?;
+        claims.delete_if_still_held(claim).await?;
     } else {
         // Kept as revoked: the principal is still its object's, and nothing more is done until the namespace is
         // allowed again.

@@ -94,7 +94,8 @@ pub async fn record_intent(
 }
 
 /// Records the created (or found) policy's uid in the claim, creating the claim for a policy an earlier version
-/// recorded only in status. `None`: the claim is gone (released meanwhile): the caller removes the policy.
+/// recorded only in status, and clearing a revocation the grant came back from. `None`: the claim is gone (released
+/// meanwhile): the caller removes the policy.
 pub async fn record(
     ctx: &Context,
     target: &Target,
@@ -107,11 +108,16 @@ pub async fn record(
         Some(claim) => claim,
         None => record_intent(ctx, target, policy, &policy_id, None).await?,
     };
-    if claim.spec.remote.uid == stored.uid && claim.spec.creating_since.is_none() {
+    // A pass that got here is granted: a revocation still in its grace is taken back, so a later one waits again.
+    if claim.spec.remote.uid == stored.uid
+        && claim.spec.creating_since.is_none()
+        && claim.spec.revoked_since.is_none()
+    {
         return Ok(Some(claim));
     }
     claim.spec.remote.uid.clone_from(&stored.uid);
     claim.spec.creating_since = None;
+    claim.spec.revoked_since = None;
     ctx.claims.replace(&claim).await
 }
 

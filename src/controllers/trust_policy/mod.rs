@@ -43,7 +43,7 @@ use crate::{
             release, secrets,
         },
     },
-    crd::{ClaimedKind, DatabricksClaim, TrustPolicy, TrustPolicyStatus},
+    crd::{ClaimedKind, DatabricksClaim, ServicePrincipal, TrustPolicy, TrustPolicyStatus},
     databricks::{
         AccountClient,
         types::{FederationPolicy, OidcPolicy},
@@ -68,7 +68,11 @@ pub async fn reconcile(policy: Arc<TrustPolicy>, ctx: Arc<Context>) -> Result<Ac
         );
         Ok((message, ctx.config.jittered_resync()))
     };
-    lifecycle::reconcile(policy, ctx, apply, published_intact, cleanup).await
+    let gate = async |policy: &TrustPolicy, ctx: &Context, _: &mut TrustPolicyStatus| {
+        gate(policy, ctx).await.map(drop)
+    };
+    let hooks = lifecycle::Hooks { apply, intact: published_intact, gate };
+    lifecycle::reconcile(policy, ctx, hooks, cleanup).await
 }
 
 /// Whether the ConfigMap is still there and still ours (its content is rewritten at every full pass).
@@ -89,9 +93,9 @@ fn config_map_name(policy: &TrustPolicy) -> String {
     format!("{}-databricks-federation", policy.name_any())
 }
 
-/// A full pass: the federation policy brought in line (or created), its ConfigMap written, and the proof.
-async fn apply(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStatus) -> Result<(), Error> {
-    let generation = policy.metadata.generation;
+/// The grant, before any Databricks read (and while paused): a namespace without it spends nothing, and loses
+/// what it had. Returns the referenced ServicePrincipal and the account.
+async fn gate(policy: &TrustPolicy, ctx: &Context) -> Result<(ServicePrincipal, Access), Error> {
     let sp = referenced_object(ctx, policy).await?;
     let namespace = policy.namespace().unwrap_or_default();
     // The grant before any Databricks read: a namespace without it spends nothing, and loses what it had.
@@ -107,6 +111,13 @@ async fn apply(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStat
     if let Err(refusal) = access.grants.check_kind(DelegatedKind::TrustPolicy) {
         return Err(revoke(ctx, policy, &access, refusal, false).await?);
     }
+    Ok((sp, access))
+}
+
+/// A full pass: the federation policy brought in line (or created), its ConfigMap written, and the proof.
+async fn apply(policy: &TrustPolicy, ctx: &Context, status: &mut TrustPolicyStatus) -> Result<(), Error> {
+    let generation = policy.metadata.generation;
+    let (sp, access) = gate(policy, ctx).await?;
     let target = writable_principal(ctx, sp, access).await?;
     let account = &target.access.account;
     let (oidc, audience) = oidc::desired(&ctx.client, policy, &account.spec.account_id).await?;
@@ -400,14 +411,20 @@ async fn cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Action, Erro
             message: format!("no DatabricksAccount is for account {}", first.spec.account_id),
         }),
     };
-    let revoked = access.as_ref().is_err_and(|e| e.reason() == Reason::NamespaceNotAllowed);
+    // Revoked (the namespace may no longer use the account, the kind is no longer delegated, or a revocation is
+    // under way): no orphaning, no waiting for a pause.
+    let not_allowed = access.as_ref().is_err_and(|e| e.reason() == Reason::NamespaceNotAllowed);
+    let refused = access.as_ref().is_ok_and(|a| a.grants.check_kind(DelegatedKind::TrustPolicy).is_err());
+    let revoked = not_allowed || refused || held.iter().any(|c| c.spec.revoked_since.is_some());
     let forbidden = access.as_ref().is_ok_and(|a| !a.grants.caps().allow_orphan);
-    let orphan = orphaned_by_annotation(policy.as_ref()) && !revoked && !forbidden;
-    let access = match (revoked, &account) {
+    // A policy left on an adopted principal (or one whose object is gone) would outlive the claim on it: never.
+    let on_own_principal = referenced_object(ctx, &policy).await.is_ok_and(|sp| sp.spec.adopt.is_none());
+    let orphan = orphaned_by_annotation(policy.as_ref()) && !forbidden && on_own_principal;
+    let access = match (not_allowed, &account) {
         (true, Some(account)) => ctx.accounts.revoking(account, &namespace).await,
         _ => access,
     };
-    let proceed = deletion::may_delete_remote(policy.as_ref(), ctx, orphan, &remote).await?;
+    let proceed = deletion::may_delete_remote(policy.as_ref(), ctx, orphan, revoked, &remote).await?;
     let access = if proceed {
         deletion::or_abandon(policy.as_ref(), ctx, &remote, access, false).await?
     } else {
@@ -432,7 +449,7 @@ async fn legacy_cleanup(policy: Arc<TrustPolicy>, ctx: &Context) -> Result<Actio
     let id = policy_id(&policy);
     let remote = format!("federation policy {id}");
     let orphan = orphaned_by_annotation(policy.as_ref());
-    if !deletion::may_delete_remote(policy.as_ref(), ctx, orphan, &remote).await? {
+    if !deletion::may_delete_remote(policy.as_ref(), ctx, orphan, false, &remote).await? {
         return Ok(Action::await_change());
     }
     // Without its principal (object or remote) there is nothing to delete: the policy went with the principal (a
