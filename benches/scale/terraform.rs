@@ -12,7 +12,7 @@ use std::{net::SocketAddr, time::Instant};
 use databricks_emulator::{Emulator, EmulatorConfig};
 use serde::Serialize;
 
-use super::{ACCOUNT_ID, ADMIN_ID, BoxError, RunReport, WORKSPACE, clients};
+use crate::{ACCOUNT_ID, ADMIN_ID, BoxError, WORKSPACE, clients, report::RunReport};
 
 #[derive(Serialize, Clone)]
 #[serde(rename_all = "camelCase")]
