@@ -39,32 +39,18 @@ async fn permissions(world: &World, workspace: i64, principal_id: &str) -> Optio
     listed.into_iter().find(|x| x.principal.principal_id == Some(id)).map(|x| x.permissions)
 }
 
-/// Waits until `name`'s Ready condition is False with `reason` and a message containing `text`.
+/// Waits until `name`'s Ready condition has `reason` and a message containing `text`.
 async fn wait_message<K>(tenant: &Tenant, name: &str, reason: &str, text: &str) -> String
 where
     K: Kind,
 {
-    let api = api::<K>(tenant);
-    let found = wait_for(TIMEOUT, || async {
-        let object = serde_json::to_value(api.get(name).await.ok()?).ok()?;
-        let conditions = object["status"]["conditions"].as_array()?.clone();
-        conditions.into_iter().find_map(|c| {
-            let message = c["message"].as_str().unwrap_or_default().to_owned();
-            (c["type"] == "Ready" && c["reason"] == reason && message.contains(text)).then_some(message)
-        })
+    let what = format!("no Ready={reason} saying {text:?}");
+    wait_matching::<K>(tenant, name, &what, |c| {
+        c["type"] == "Ready"
+            && c["reason"] == reason
+            && c["message"].as_str().is_some_and(|m| m.contains(text))
     })
-    .await;
-    match found {
-        Ok(message) => message,
-        Err(_) => {
-            let status = api
-                .get(name)
-                .await
-                .ok()
-                .map(|o| serde_json::to_value(o).unwrap_or_default()["status"].clone());
-            panic!("{name}: no Ready={reason} saying {text:?}; status: {status:#?}")
-        }
-    }
+    .await
 }
 
 /// Waits until `check` holds for the emulator's state.

@@ -97,12 +97,7 @@ async fn run() -> Result<(), BoxError> {
     std::fs::create_dir_all(&out)?;
     let _ = std::fs::remove_file(out.join("operator.log"));
     log(started, "starting etcd and kube-apiserver");
-    let plane = ControlPlane::start().await?;
-    plane.install_crds(&databricks_oauth_operator::crd::all()).await?;
-    let kubeconfig = plane.root().join("kubeconfig");
-    plane.write_admin_kubeconfig(&kubeconfig)?;
-    let client = plane.admin_client().await?;
-    let bench = Bench { client, kubeconfig, started };
+    let (plane, bench) = Bench::on_new_plane(started).await?;
     bench.warm_up().await?;
     let mut runs = Vec::new();
     for n in env_list("BENCH_SIZES", "100,1000,10000") {
@@ -177,6 +172,16 @@ pub struct Bench {
 }
 
 impl Bench {
+    /// A control plane of its own, with the CRDs installed, and the bench's client of it.
+    pub async fn on_new_plane(started: Instant) -> Result<(ControlPlane, Bench), BoxError> {
+        let plane = ControlPlane::start().await?;
+        plane.install_crds(&databricks_oauth_operator::crd::all()).await?;
+        let kubeconfig = plane.root().join("kubeconfig");
+        plane.write_admin_kubeconfig(&kubeconfig)?;
+        let client = plane.admin_client().await?;
+        Ok((plane, Bench { client, kubeconfig, started }))
+    }
+
     pub fn log(&self, what: &str) {
         log(self.started, what);
     }

@@ -8,7 +8,6 @@ use databricks_oauth_operator::crd::{DatabricksAccount, DatabricksAppConnection,
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt, api::ListParams};
 use serde::{Serialize, de::DeserializeOwned};
-use test_control_plane::ControlPlane;
 
 use crate::{
     Bench, BoxError,
@@ -27,12 +26,8 @@ impl Bench {
         self.log(&format!("== ownership at scale: {total} app connections over {namespaces} namespaces"));
         let floor_databricks = self.floor_databricks(Scenario::apps(total)).await?;
         self.log(&format!("floor: Databricks calls alone {floor_databricks:.2}s"));
-        let plane = ControlPlane::start().await?;
-        plane.install_crds(&databricks_oauth_operator::crd::all()).await?;
-        let kubeconfig = plane.root().join("kubeconfig");
-        plane.write_admin_kubeconfig(&kubeconfig)?;
-        let client = plane.admin_client().await?;
-        let bench = Bench { client: client.clone(), kubeconfig: kubeconfig.clone(), started: self.started };
+        let (plane, bench) = Bench::on_new_plane(self.started).await?;
+        let (client, kubeconfig) = (bench.client.clone(), bench.kubeconfig.clone());
         let platform = "platform";
         let tenants: Vec<String> = (0..namespaces).map(|i| format!("team-{i:02}")).collect();
         for ns in std::iter::once(platform).chain(tenants.iter().map(String::as_str)) {

@@ -5,7 +5,6 @@ use std::{collections::BTreeMap, time::Duration, time::Instant};
 use databricks_emulator::RateLimit;
 use databricks_oauth_operator::crd::ServicePrincipal;
 use kube::{Api, ResourceExt};
-use test_control_plane::ControlPlane;
 
 use crate::{
     Bench, BoxError,
@@ -21,12 +20,8 @@ impl Bench {
     /// half of each class's rate. On a control plane of its own (the operator watches every namespace).
     pub async fn two_tenants(&self, a: usize, b: usize) -> Result<TwoTenantReport, BoxError> {
         self.log(&format!("== two tenants: A {a} principals, then B {b}, at Databricks' documented limits"));
-        let plane = ControlPlane::start().await?;
-        plane.install_crds(&databricks_oauth_operator::crd::all()).await?;
-        let kubeconfig = plane.root().join("kubeconfig");
-        plane.write_admin_kubeconfig(&kubeconfig)?;
-        let client = plane.admin_client().await?;
-        let bench = Bench { client: client.clone(), kubeconfig: kubeconfig.clone(), started: self.started };
+        let (plane, bench) = Bench::on_new_plane(self.started).await?;
+        let (client, kubeconfig) = (bench.client.clone(), bench.kubeconfig.clone());
         let (platform, ns_a, ns_b) = ("platform", "tenant-a", "tenant-b");
         for ns in [platform, ns_a, ns_b] {
             bench.namespace(ns).await?;
@@ -51,7 +46,8 @@ impl Bench {
         let a_at_ready = ready_a.count();
         let b_ready_ms = now_ms();
         let stats = emulator.stats().await;
-        let deferred = operator.metric_sum("databricks_oauth_operator_budget_deferred_total").await;
+        // abs: an empty sum is -0.0.
+        let deferred = operator.metric_sum("databricks_oauth_operator_budget_deferred_total").await.abs();
         // B's requests: those naming one of B's principals (UID, id or application id).
         let b_objects =
             Api::<ServicePrincipal>::namespaced(client.clone(), ns_b).list(&Default::default()).await?;

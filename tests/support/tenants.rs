@@ -201,17 +201,31 @@ pub async fn wait_condition<K>(
 where
     K: Kind,
 {
+    let what = format!("{type_} did not become {status:?}/{reason:?}");
+    wait_matching::<K>(tenant, name, &what, |c| {
+        c["type"] == type_ && c["status"] == status && reason.is_none_or(|r| c["reason"] == r)
+    })
+    .await
+}
+
+/// Waits until a condition of `name` satisfies `matches`; returns its message, or panics with `what` and the
+/// object's status.
+pub async fn wait_matching<K>(
+    tenant: &Tenant,
+    name: &str,
+    what: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> String
+where
+    K: Kind,
+{
     let api = api::<K>(tenant);
-    let found = wait_for(TIMEOUT, || {
-        let api = api.clone();
-        async move {
-            let object = serde_json::to_value(api.get(name).await.ok()?).ok()?;
-            let conditions = object["status"]["conditions"].as_array()?.clone();
-            conditions.into_iter().find_map(|c| {
-                (c["type"] == type_ && c["status"] == status && reason.is_none_or(|r| c["reason"] == r))
-                    .then(|| c["message"].as_str().unwrap_or_default().to_owned())
-            })
-        }
+    let found = wait_for(TIMEOUT, || async {
+        let object = serde_json::to_value(api.get(name).await.ok()?).ok()?;
+        let conditions = object["status"]["conditions"].as_array()?.clone();
+        conditions
+            .into_iter()
+            .find_map(|c| matches(&c).then(|| c["message"].as_str().unwrap_or_default().to_owned()))
     })
     .await;
     match found {
@@ -222,7 +236,7 @@ where
                 .await
                 .ok()
                 .map(|o| serde_json::to_value(o).unwrap_or_default()["status"].clone());
-            panic!("{name}: {type_} did not become {status:?}/{reason:?}; status: {status:#?}")
+            panic!("{name}: {what}; status: {status:#?}")
         }
     }
 }
