@@ -74,6 +74,20 @@ fn oidc(subject: &str) -> Value {
     json!({"issuer": "https://ci.example.com", "subject": subject})
 }
 
+/// Team-a adopts `legacy` (with a secret) and puts TrustPolicy `name` on it; the secret and the policy's id.
+async fn adopted_with_policy(world: &World, a: &Tenant, adopt: Value, name: &str) -> (String, String) {
+    let (_, secret) = ready_principal(world, a, "legacy", adopt).await;
+    create::<TrustPolicy>(
+        world,
+        a,
+        name,
+        json!({"servicePrincipalRef": {"name": "legacy"}, "oidc": oidc("a")}),
+    )
+    .await;
+    wait_condition::<TrustPolicy>(a, name, "Ready", "True", None).await;
+    (secret, policy_of(a, name).await)
+}
+
 async fn policy_gone(world: &World, principal_id: &str, policy_id: &str) -> bool {
     world.operator.admin.get_federation_policy(principal_id, policy_id).await.is_err_and(|e| e.is_not_found())
 }
@@ -278,16 +292,7 @@ async fn a_released_adoption_leaves_nothing_of_the_tenants_behind() {
     .await;
     let (a, b) = (&world.a, &world.b);
     let adopt = json!({"adopt": {"applicationId": legacy.application_id}, "credentials": {}});
-    let (_, a_secret) = ready_principal(&world, a, "legacy", adopt.clone()).await;
-    create::<TrustPolicy>(
-        &world,
-        a,
-        "keep",
-        json!({"servicePrincipalRef": {"name": "legacy"}, "oidc": oidc("a")}),
-    )
-    .await;
-    wait_condition::<TrustPolicy>(a, "keep", "Ready", "True", None).await;
-    let a_policy = policy_of(a, "keep").await;
+    let (a_secret, a_policy) = adopted_with_policy(&world, a, adopt.clone(), "keep").await;
 
     // A trust policy on an adopted principal is never left behind: the orphan annotation deletes it anyway.
     create::<TrustPolicy>(
@@ -842,16 +847,7 @@ async fn a_revoked_adoption_grant_releases_the_principal() {
     let world = World::with_emulator(grant, world_emulator).await;
     let (a, b) = (&world.a, &world.b);
     let adopt = json!({"adopt": {"applicationId": legacy.application_id}, "credentials": {}});
-    let (_, a_secret) = ready_principal(&world, a, "legacy", adopt.clone()).await;
-    create::<TrustPolicy>(
-        &world,
-        a,
-        "ci",
-        json!({"servicePrincipalRef": {"name": "legacy"}, "oidc": oidc("a")}),
-    )
-    .await;
-    wait_condition::<TrustPolicy>(a, "ci", "Ready", "True", None).await;
-    let a_policy = policy_of(a, "ci").await;
+    let (a_secret, a_policy) = adopted_with_policy(&world, a, adopt.clone(), "ci").await;
     create::<ServicePrincipal>(&world, b, "legacy", adopt).await;
     wait_message::<ServicePrincipal>(b, "legacy", "AdoptRefused", "already adopted").await;
 

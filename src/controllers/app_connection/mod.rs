@@ -21,11 +21,12 @@ use crate::{
             claims::{self, LABEL_OWNER_UID},
             conditions,
             error::{Error, Refusal},
+            intent,
             meta::{self, ANNOTATION_ROTATE, keys, orphaned_by_annotation},
             reason::Reason,
             revocation,
             rotate_request::{self, RotateRequest},
-            tenancy::DelegatedKind,
+            tenancy::{DelegatedKind, Grants},
         },
         runtime::{
             context::Context,
@@ -127,10 +128,7 @@ async fn gate(
         }
         Err(err) => return Err(err),
     };
-    let granted = access.grants.check_kind(DelegatedKind::AppConnection);
-    if let Err(refusal) =
-        granted.and_then(|()| access.grants.check_app(&app.spec.redirect_urls, &app.spec.scopes))
-    {
+    if let Err(refusal) = delegated(&access.grants, app) {
         return Err(revoke(app, ctx, &access, refusal, status, false).await?);
     }
     if meta::is_paused(app)
@@ -139,6 +137,13 @@ async fn gate(
         return Err(revoke(app, ctx, &access, refusal, status, false).await?);
     }
     Ok(access)
+}
+
+/// Whether the namespace may have this app connection as its spec asks: the kind delegated, and its redirect URLs
+/// and scopes within the delegation's limits.
+fn delegated(grants: &Grants, app: &DatabricksAppConnection) -> Result<(), Refusal> {
+    grants.check_kind(DelegatedKind::AppConnection)?;
+    grants.check_app(&app.spec.redirect_urls, &app.spec.scopes)
 }
 
 /// A paused object's spec may have changed since it was applied: the integration as Databricks holds it is
@@ -180,9 +185,7 @@ async fn apply(
     let now = Timestamp::now();
     let value = app.annotations().get(ANNOTATION_ROTATE).cloned();
     // The guard counts from the integration's creation, by Databricks' record (a status edit cannot shorten it).
-    let created = existing
-        .as_ref()
-        .and_then(|e| crate::controllers::rules::intent::parse_time(e.create_time.as_deref()));
+    let created = existing.as_ref().and_then(|e| intent::parse_time(e.create_time.as_deref()));
     let guard =
         created.and_then(|t| rotate_request::next_rotation_allowed(t, ctx.config.rotate_min_interval));
     let allowed_after = status.rotate_allowed_after.as_ref().map(|t| t.0).max(guard);
@@ -478,14 +481,7 @@ async fn cleanup(app: Arc<DatabricksAppConnection>, ctx: &Context) -> Result<Act
     // Revoked (the namespace may no longer use the account, the kind is no longer delegated or the app no longer
     // fits the delegation's limits, or a revocation is under way) or forbidden by the delegation: no orphaning.
     let not_allowed = access.as_ref().is_err_and(|e| e.reason() == Reason::NamespaceNotAllowed);
-    let refused = access.as_ref().is_ok_and(|a| {
-        let grants = &a.grants;
-        let spec = &app.spec;
-        grants
-            .check_kind(DelegatedKind::AppConnection)
-            .and_then(|()| grants.check_app(&spec.redirect_urls, &spec.scopes))
-            .is_err()
-    });
+    let refused = access.as_ref().is_ok_and(|a| delegated(&a.grants, &app).is_err());
     let revoked = not_allowed || refused || claim.spec.revoked_since.is_some();
     let forbidden = access.as_ref().is_ok_and(|a| !a.grants.caps().allow_orphan);
     let access = match not_allowed {
