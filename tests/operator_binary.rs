@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::{net::TcpListener, process::Stdio, time::Duration};
+use std::{process::Stdio, time::Duration};
 
 use serde_json::json;
 use support::{TestEnv, operator::OperatorOptions, wait_for};
@@ -12,7 +12,7 @@ use test_control_plane::ControlPlane;
 const BIN: &str = env!("CARGO_BIN_EXE_databricks-oauth-operator");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+    test_control_plane::free_port().expect("port")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

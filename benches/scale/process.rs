@@ -3,7 +3,6 @@
 
 use std::{
     collections::BTreeMap,
-    net::TcpListener,
     path::Path,
     time::{Duration, Instant},
 };
@@ -18,7 +17,7 @@ pub struct Operator {
 }
 
 fn free_port() -> Result<u16, BoxError> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(test_control_plane::free_port()?)
 }
 
 impl Operator {

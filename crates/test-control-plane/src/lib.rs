@@ -315,6 +315,8 @@ impl ControlPlane {
         if let Some(etcd) = self.etcd.take() {
             etcd.stop();
         }
+        // etcd's watchdog removes the files, unless etcd died on its own (its log was read into the error).
+        let _ = fs::remove_dir_all(&self.root);
     }
 
     fn kubeconfig_for(&self, cert: &CertPair) -> Kubeconfig {
@@ -516,6 +518,8 @@ exec 3<&-
 wait "$child"
 status=$?
 kill "$reader" 2>/dev/null
+# An open lifeline (no EOF to read) means the child died on its own: keep its files, the log says why.
+read -r -t 0 <&0 || exit "$status"
 [ -n "$cleanup" ] && rm -rf "$cleanup"
 exit "$status"
 "#;
@@ -589,12 +593,78 @@ fn write_service_account_key(root: &Path, n: usize) -> Result<PathBuf, Error> {
     Ok(stem)
 }
 
-fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
-    let port = listener.local_addr().map_err(io_err("finding a free port"))?.port();
-    Ok(port)
+/// The ports handed out, from below the kernel's ephemeral range: a port from `bind(0)` is free only until the
+/// listener closes, and any outgoing connection (an apiserver's to etcd, a test's to the apiserver) may take it
+/// before the process it was meant for binds it. Below the range only `free_port` hands ports out, and a
+/// process-wide counter never hands one out twice. (30000 and up is the NodePort range.)
+const PORTS: std::ops::Range<u32> = 20_000..30_000;
+
+/// A loopback port nothing listens on now and no other caller in this process was given.
+pub fn free_port() -> Result<u16, Error> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries of one run take turns, but a bench and a test may overlap: start each process elsewhere.
+    let offset = std::process::id() * 7_919;
+    let span = PORTS.end - PORTS.start;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = PORTS.start + (offset.wrapping_add(step)) % span;
+        let port = u16::try_from(port).map_err(|_| Error::Config(format!("port {port} out of range")))?;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(Error::Config(format!("no free loopback port in {PORTS:?}")))
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), Error> {
     fs::write(path, contents).map_err(io_err(format!("writing {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_exit(process: &mut Supervised) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(reason) = process.exited() {
+                return reason;
+            }
+            assert!(Instant::now() < deadline, "the process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_process_that_dies_on_its_own_keeps_its_log_for_the_error() {
+        let dir = tempfile::tempdir().expect("dir").keep();
+        let args = ["-c".to_owned(), "echo address already in use; exit 1".to_owned()];
+        let mut process =
+            Supervised::spawn("etcd", Path::new("/bin/sh"), &args, &dir.join("etcd.log"), Some(&dir))
+                .expect("spawn");
+        let reason = wait_exit(&mut process);
+        let Error::NotReady { log_tail, .. } = process.not_ready(reason) else { panic!("not NotReady") };
+        assert_eq!(log_tail, "address already in use");
+        fs::remove_dir_all(&dir).expect("the files were kept");
+    }
+
+    #[test]
+    fn a_stopped_process_removes_its_files() {
+        let dir = tempfile::tempdir().expect("dir").keep();
+        let args = ["-c".to_owned(), "sleep 30".to_owned()];
+        let process =
+            Supervised::spawn("etcd", Path::new("/bin/sh"), &args, &dir.join("etcd.log"), Some(&dir))
+                .expect("spawn");
+        process.stop();
+        assert!(!dir.exists(), "the watchdog removed {}", dir.display());
+    }
+
+    #[test]
+    fn ports_are_below_the_ephemeral_range_and_never_handed_out_twice() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port().expect("port")).collect();
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len());
+        assert!(ports.iter().all(|p| PORTS.contains(&u32::from(*p))), "{ports:?}");
+    }
 }
