@@ -67,6 +67,8 @@ pub struct RunReport {
     pub kubernetes_writes_per_object: f64,
     /// The operator's writes by resource (the last repeat), DatabricksAccounts and DatabricksClaims among them.
     pub kubernetes_writes_by_resource: BTreeMap<String, u64>,
+    /// The apiserver's reads of those resources by verb (the last repeat; the bench's own watches among them).
+    pub kubernetes_reads: BTreeMap<String, u64>,
     pub floor_databricks_seconds: f64,
     pub floor_kubernetes_seconds: f64,
     /// The median of the repeats' ratios.
@@ -235,6 +237,10 @@ pub fn markdown(sections: &Sections<'_>) -> String {
     out += "Kubernetes writes per object by resource (the bench's own creates included):\n\n";
     for run in sections.runs {
         out += &format!("- {}: {}\n", run.name, per_object(&run.kubernetes_writes_by_resource, run.objects));
+    }
+    out += "\nKubernetes reads per object by verb and resource (the bench's own watches included):\n\n";
+    for run in sections.runs {
+        out += &format!("- {}: {}\n", run.name, per_object(&run.kubernetes_reads, run.objects));
     }
     if let Some(l) = sections.limited {
         out += &limited(l);

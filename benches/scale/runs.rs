@@ -243,6 +243,7 @@ fn report(scenario: Scenario, last: &Creation, after: &Afterwards, repeats: Vec<
         databricks_calls_per_new_principal: calls_per_new_principal(converged, scenario),
         kubernetes_writes_per_object: last.writes.total.saturating_sub(n as u64) as f64 / n as f64,
         kubernetes_writes_by_resource: last.writes.by_resource.clone(),
+        kubernetes_reads: last.writes.reads.clone(),
         floor_databricks_seconds: last.floor_databricks,
         floor_kubernetes_seconds: last.floor_kubernetes,
         ratio_to_floor: ratio_spread.median,

@@ -142,27 +142,29 @@ pub const RESOURCES: [&str; 8] = [
 ];
 
 /// Writes the apiserver has served to the resources the operator writes: in all, answered 409 (a write on a
-/// stale object: a conflict), and by resource.
+/// stale object: a conflict), and by resource; and its reads of them, by verb and resource (`get secrets`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Writes {
     pub total: u64,
     pub conflicts: u64,
     pub by_resource: BTreeMap<String, u64>,
+    pub reads: BTreeMap<String, u64>,
 }
 
 impl Writes {
     /// What was written since `before`.
     pub fn since(&self, before: &Writes) -> Writes {
-        let by_resource = self
-            .by_resource
-            .iter()
-            .map(|(r, n)| (r.clone(), n.saturating_sub(before.by_resource.get(r).copied().unwrap_or(0))))
-            .filter(|(_, n)| *n > 0)
-            .collect();
+        let since = |now: &BTreeMap<String, u64>, then: &BTreeMap<String, u64>| {
+            now.iter()
+                .map(|(r, n)| (r.clone(), n.saturating_sub(then.get(r).copied().unwrap_or(0))))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        };
         Writes {
             total: self.total.saturating_sub(before.total),
             conflicts: self.conflicts.saturating_sub(before.conflicts),
-            by_resource,
+            by_resource: since(&self.by_resource, &before.by_resource),
+            reads: since(&self.reads, &before.reads),
         }
     }
 }
@@ -177,11 +179,14 @@ pub async fn apiserver_writes(client: &Client) -> Result<Writes, BoxError> {
         let label = |name: &str| {
             labels.split(&format!("{name}=\"")).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or("")
         };
-        let write =
-            matches!(label("verb"), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION");
+        let verb = label("verb");
+        let write = matches!(verb, "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION");
         let resource = label("resource");
+        let n = value.parse::<f64>().unwrap_or(0.0) as u64;
+        if !write && RESOURCES.contains(&resource) {
+            *writes.reads.entry(format!("{} {resource}", verb.to_lowercase())).or_default() += n;
+        }
         if write && RESOURCES.contains(&resource) {
-            let n = value.parse::<f64>().unwrap_or(0.0) as u64;
             writes.total += n;
             *writes.by_resource.entry(resource.to_owned()).or_default() += n;
             if label("code") == "409" {
