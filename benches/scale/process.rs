@@ -79,12 +79,7 @@ impl Operator {
     }
 
     pub fn cpu_seconds(&self) -> f64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else { return 0.0 };
-        // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
-        let ticks = fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0);
-        ticks / clock_ticks()
+        pid_cpu_seconds(&self.pid.to_string())
     }
 
     /// Reconciles finished, by controller, from /metrics.
@@ -136,6 +131,46 @@ impl Operator {
             let _ = self.child.kill().await;
         }
     }
+}
+
+/// CPU seconds the whole machine has spent (every process: apiserver, etcd, emulator, operator, bench) since boot.
+pub fn machine_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return 0.0 };
+    let first = stat.lines().next().unwrap_or_default();
+    // cpu user nice system idle iowait irq softirq steal ...: all but idle and iowait.
+    let fields: Vec<f64> = first.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0.0)).collect();
+    let busy: f64 =
+        fields.iter().enumerate().filter(|(i, _)| !matches!(i, 3 | 4)).take(8).map(|(_, v)| v).sum();
+    busy / clock_ticks()
+}
+
+/// CPU seconds by process name (`comm`) of the machine's processes named in `names`, and of this process
+/// (the bench, with its emulators) under `bench`.
+pub fn cpu_by_process(names: &[&str]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    let me = std::process::id().to_string();
+    for entry in entries.flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let name = if pid == me { "bench" } else { comm.trim() };
+        if pid == me || names.contains(&name) {
+            *out.entry(name.to_owned()).or_default() += pid_cpu_seconds(&pid);
+        }
+    }
+    out
+}
+
+fn pid_cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+    let ticks = fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0);
+    ticks / clock_ticks()
 }
 
 fn clock_ticks() -> f64 {

@@ -51,6 +51,9 @@ pub struct Repeat {
     pub ratio_to_floor: f64,
     /// Writes the apiserver answered 409 (a write on a stale object).
     pub conflicts: u64,
+    /// CPU seconds of the whole machine while the objects became Ready, and while the floor's writes ran.
+    pub machine_cpu_seconds: f64,
+    pub floor_machine_cpu_seconds: f64,
 }
 
 #[derive(Serialize, Default, Clone)]

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::{
     Bench, BoxError, DEFAULT_RESYNC, IN_FLIGHT,
     objects::{CALLS_PER_PRINCIPAL, Scenario, calls_per_new_principal, create_objects, objects},
-    process::Operator,
+    process::{Operator, cpu_by_process, machine_cpu_seconds},
     report::{LimitedReport, Repeat, RunReport, Spread},
     watch::{Readiness, Writes, apiserver_writes, wait_account_ready},
 };
@@ -83,10 +83,12 @@ impl Bench {
         emulator.reset_stats().await;
         let before = apiserver_writes(&self.client).await?;
         let ready = Readiness::watch(&self.client, &namespace);
-        let start = Instant::now();
+        let (start, cpu_start, by_process) = (Instant::now(), machine_cpu_seconds(), cpu_by_process(PLANE));
         create_objects(&self.client, &namespace, scenario).await?;
         ready.wait_for(n, start, Duration::from_secs(3600)).await?;
         let seconds = start.elapsed().as_secs_f64();
+        let machine_cpu = machine_cpu_seconds() - cpu_start;
+        let by_process = cpu_since(&by_process);
         let converged = emulator.stats().await;
         let writes = apiserver_writes(&self.client).await?.since(&before);
         let (cpu, peak_rss) = (operator.cpu_seconds(), operator.peak_rss_mib());
@@ -94,6 +96,7 @@ impl Bench {
         // The operator's writes: all but the bench's own creates.
         let per_object = writes.total.saturating_sub(n as u64) as f64 / n as f64;
         let floor_namespace = format!("floor-{tag}");
+        let (floor_cpu_start, floor_by_process) = (machine_cpu_seconds(), cpu_by_process(PLANE));
         let floor_kubernetes = self
             .floor_kubernetes(
                 std::slice::from_ref(&floor_namespace),
@@ -101,11 +104,17 @@ impl Bench {
                 per_object,
             )
             .await?;
+        let floor_cpu = machine_cpu_seconds() - floor_cpu_start;
+        let floor_by_process = cpu_since(&floor_by_process);
         let floor = floor_databricks.max(floor_kubernetes);
         self.log(&format!(
             "repeat {k}: {n} Ready in {seconds:.1}s (floor {floor:.1}s: Databricks {floor_databricks:.1}s, \
-             Kubernetes {floor_kubernetes:.1}s), {} Databricks requests, {} Kubernetes writes, {} conflicts",
-            converged.requests, writes.total, writes.conflicts
+             Kubernetes {floor_kubernetes:.1}s), {} Databricks requests, {} Kubernetes writes, {} conflicts; \
+             machine CPU {machine_cpu:.1}s (operator {cpu:.1}s, {by_process}), the floor's writes {floor_cpu:.1}s \
+             ({floor_by_process})",
+            converged.requests,
+            writes.total,
+            writes.conflicts,
         ));
         Ok(Creation {
             repeat: Repeat {
@@ -113,6 +122,8 @@ impl Bench {
                 floor_seconds: floor,
                 ratio_to_floor: seconds / floor,
                 conflicts: writes.conflicts,
+                machine_cpu_seconds: machine_cpu,
+                floor_machine_cpu_seconds: floor_cpu,
             },
             timeline: ready.timeline(start),
             converged,
@@ -265,4 +276,16 @@ fn report(scenario: Scenario, last: &Creation, after: &Afterwards, repeats: Vec<
         throttled: converged.throttled,
         ready_timeline: last.timeline.clone(),
     }
+}
+
+/// The control plane's processes, whose CPU the bench reports apart.
+const PLANE: &[&str] = &["kube-apiserver", "etcd"];
+
+/// CPU seconds by process since `before`, as `name 1.2s, ...`.
+fn cpu_since(before: &std::collections::BTreeMap<String, f64>) -> String {
+    let now = cpu_by_process(PLANE);
+    let spent = |(name, total): (&String, &f64)| {
+        format!("{name} {:.1}s", total - before.get(name).copied().unwrap_or(0.0))
+    };
+    now.iter().map(spent).collect::<Vec<_>>().join(", ")
 }

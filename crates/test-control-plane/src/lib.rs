@@ -374,7 +374,8 @@ impl ControlPlane {
             format!("--service-account-jwks-uri={}/openid/v1/jwks", self.server_url()),
             format!("--service-account-signing-key-file={}.key", signing_key.display()),
             "--enable-priority-and-fairness=false".to_owned(),
-            "--profiling=false".to_owned(),
+            // DOO_APISERVER_PROFILING=1 serves /debug/pprof (to see where the apiserver's CPU goes in a bench).
+            format!("--profiling={}", std::env::var("DOO_APISERVER_PROFILING").is_ok_and(|v| v == "1")),
             "--v=1".to_owned(),
         ];
         for key in &self.sa_keys {

@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use kube::{Api, Client, ResourceExt, runtime::reflector::Store};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
 
 use super::{accounts::Access, assignments, claims::Claims};
 use crate::{
@@ -41,6 +44,23 @@ impl Principals {
         if let Ok(mut current) = self.store.lock() {
             *current = Some(store);
         }
+    }
+
+    /// The ServicePrincipal `namespace/name` as the principal controller's store holds it (trimmed: no conditions),
+    /// read from the apiserver when the store does not hold it or holds it without an id yet: the store may lag
+    /// behind the event that woke the caller (a create, the id recorded). For kinds that point at a principal: its
+    /// status is a hint they confirm in Databricks, never proof.
+    pub async fn object(&self, namespace: &str, name: &str) -> Result<Option<ServicePrincipal>, Error> {
+        let store = self.store.lock().ok().and_then(|s| s.clone());
+        let key = ObjectRef::new(name).within(namespace);
+        let cached = store.and_then(|s| s.get(&key));
+        if let Some(found) = cached.filter(|sp| sp.status.as_ref().is_some_and(|s| s.id.is_some())) {
+            return Ok(Some(found.as_ref().clone()));
+        }
+        Api::<ServicePrincipal>::namespaced(self.kube.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::kube(format!("reading ServicePrincipal {name}"), e))
     }
 
     /// The ServicePrincipal (other than `except`) whose UID is `uid`, as `namespace/name`: the object a tagged

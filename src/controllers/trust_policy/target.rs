@@ -1,7 +1,7 @@
 //! The principal a TrustPolicy's federation policy is put on: the referenced ServicePrincipal, confirmed in
 //! Databricks to be that object's own, and the account access of the policy's namespace.
 
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 
 use crate::{
     controllers::{
@@ -22,18 +22,18 @@ pub struct Target {
     pub application_id: String,
 }
 
-/// The referenced ServicePrincipal object (same namespace).
+/// The referenced ServicePrincipal object (same namespace), from the principal controller's store when it holds
+/// it: a pass of every policy need not read its principal again, as all it takes from it is the spec and a status
+/// id that [`Principals::confirmed`](crate::controllers::services::principals::Principals::confirmed) checks in
+/// Databricks.
 pub async fn referenced_object(ctx: &Context, policy: &TrustPolicy) -> Result<ServicePrincipal, Error> {
     let name = &policy.spec.service_principal_ref.name;
-    let api: Api<ServicePrincipal> =
-        Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
-    api.get_opt(name)
-        .await
-        .map_err(|e| Error::kube(format!("reading ServicePrincipal {name}"), e))?
-        .ok_or_else(|| Error::Waiting {
+    ctx.principals.object(&policy.namespace().unwrap_or_default(), name).await?.ok_or_else(|| {
+        Error::Waiting {
             reason: Reason::ServicePrincipalNotFound,
             message: format!("ServicePrincipal {name} does not exist in this namespace"),
-        })
+        }
+    })
 }
 
 /// The principal of the referenced ServicePrincipal, to delete a policy from.
