@@ -75,6 +75,8 @@ async fn a_new_secret_works_with_the_sdk_until_deleted() {
     let stdout = run_sdk("secret").await;
     assert!(stdout.contains("ok - the new secret authenticates the SDK"), "{stdout}");
     assert!(stdout.contains("ok - a deleted secret no longer authenticates"), "{stdout}");
+    assert!(stdout.contains("ok - a scoped secret is listed with its scopes"), "{stdout}");
+    assert!(stdout.contains("ok - a token of the secret's scopes cannot use the account APIs"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

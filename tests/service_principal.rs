@@ -879,3 +879,59 @@ async fn a_replaced_secret_waits_for_the_rollout_of_the_named_consumers() {
     let generation = deployments.get("api").await.expect("deployment").metadata.generation;
     assert_eq!(generation, Some(3), "rolled exactly twice");
 }
+
+/// `credentials.scopes`: the minted secret is bound to them (Databricks refuses more, and its tokens cannot reach
+/// the account APIs), the Secret says which to ask for, and a change of scopes mints and rotates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_secret_grants_only_its_scopes_and_a_change_of_scopes_rotates() {
+    let env = TestEnv::new().await;
+    let options = OperatorOptions {
+        grace: Duration::from_secs(2),
+        rotate_min_interval: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let operator = env.operator(options).await;
+    env.create_principal(&operator, "bi-tool", json!({"credentials": {"scopes": ["sql"]}})).await;
+    let sp = env.wait_condition("bi-tool", "Ready", "True", READY).await;
+    let id = sp.status.as_ref().and_then(|s| s.id.clone()).expect("id");
+    let creds = sp.status.as_ref().and_then(|s| s.credentials.clone()).expect("credentials");
+    assert_eq!(creds.scopes, vec!["sql".to_owned()]);
+    let data = env.secret_data("bi-tool-databricks").await.expect("data");
+    assert_eq!(data["DATABRICKS_SCOPES"], "sql");
+    let (client_id, secret) = (&data["DATABRICKS_CLIENT_ID"], &data["DATABRICKS_CLIENT_SECRET"]);
+    let listed = operator.admin.list_secrets(&id).await.expect("secrets");
+    assert_eq!(
+        listed.iter().find(|s| Some(&s.id) == creds.secret_id.as_ref()).and_then(|s| s.scopes.clone()),
+        Some(vec!["sql".to_owned()])
+    );
+
+    // A token within the scopes is minted; a request for all-apis is refused; the sql token cannot use SCIM.
+    let sql = ["sql".to_owned()];
+    let token = operator.admin.verify_scoped_credentials(client_id, secret, &sql).await.expect("sql token");
+    let refused = operator.admin.verify_client_credentials(client_id, secret).await.expect_err("all-apis");
+    assert!(refused.to_string().contains("access_denied"), "{refused}");
+    let scim = format!(
+        "{}/api/2.0/accounts/{}/scim/v2/ServicePrincipals",
+        operator.emulator.url(),
+        support::operator::ACCOUNT_ID
+    );
+    let answer =
+        reqwest::Client::new().get(scim).bearer_auth(token.expose_access_token()).send().await.expect("scim");
+    assert_eq!(answer.status(), 403);
+    assert!(answer.text().await.unwrap_or_default().contains("required scopes"));
+
+    // Unrestricted again: a new secret is minted and published, the scoped one retired after the grace.
+    let first = creds.secret_id.clone().expect("secret id");
+    env.patch_principal("bi-tool", json!({"spec": {"credentials": {"scopes": null}}})).await;
+    wait_for(READY, || async { (secret_id(&env, "bi-tool").await != first).then_some(()) })
+        .await
+        .expect("a change of scopes mints a new secret");
+    let data = env.secret_data("bi-tool-databricks").await.expect("data");
+    assert!(!data.contains_key("DATABRICKS_SCOPES"));
+    assert!(operator.works(&data["DATABRICKS_CLIENT_ID"], &data["DATABRICKS_CLIENT_SECRET"]).await);
+    wait_for(READY, || async { (!live_secret_ids(&operator, &id).await.contains(&first)).then_some(()) })
+        .await
+        .expect("the scoped secret is retired");
+    let sp = env.principals().get("bi-tool").await.expect("sp");
+    assert!(sp.status.and_then(|s| s.credentials).is_some_and(|c| c.scopes.is_empty()));
+}

@@ -160,6 +160,20 @@ pub struct Credentials {
         .message("credentials.host must be an https:// URL (plain http:// is allowed only for loopback hosts)"))]
     pub host: Option<String>,
 
+    /// OAuth scopes bound to each minted secret (Databricks Beta): a token minted with it cannot exceed them, so a
+    /// leaked secret can do no more (e.g. `[sql]` for a BI tool). Empty (the default): unrestricted. A change
+    /// mints a new secret and rotates as usual. Consumers must ask for these scopes when they request a token (an
+    /// SDK's `scopes` setting); a request for `all-apis` with a scoped secret is refused. The Secret carries
+    /// them, space-separated, as `DATABRICKS_SCOPES`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 20),
+        inner(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9][a-z0-9._:-]*$"))
+    )]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t == s))")
+        .message("credentials.scopes must not name a scope twice"))]
+    pub scopes: Vec<String>,
+
     /// Labels and annotations added to the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<OutputTemplate>,
@@ -254,6 +268,9 @@ pub struct CredentialsStatus {
     /// When the published secret expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expire_time: Option<Time>,
+    /// The OAuth scopes the published secret was minted with (empty: unrestricted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
     /// When the operator will rotate it (`expireTime - renewBefore`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renew_time: Option<Time>,

@@ -202,16 +202,22 @@ impl AccountClient {
         client_id: &str,
         client_secret: &str,
     ) -> Result<TokenResponse, Error> {
+        self.verify_scoped_credentials(client_id, client_secret, &[]).await
+    }
+
+    /// [`Self::verify_client_credentials`] asking for `scopes` (all of a scoped secret's, or `all-apis` when
+    /// empty: a scoped secret refuses a request for more than it has).
+    pub async fn verify_scoped_credentials(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        scopes: &[String],
+    ) -> Result<TokenResponse, Error> {
         // A token request is a request like any other to the account's rate limit (it stores nothing: a read).
         let _permit = self.acquire("oidc.verify", Class::Read).await?;
-        super::auth::client_credentials(
-            &self.inner.http,
-            &self.token_endpoint(),
-            client_id,
-            client_secret,
-            "all-apis",
-        )
-        .await
+        let scope = if scopes.is_empty() { "all-apis".to_owned() } else { scopes.join(" ") };
+        let endpoint = self.token_endpoint();
+        super::auth::client_credentials(&self.inner.http, &endpoint, client_id, client_secret, &scope).await
     }
 
     /// Exchanges a workload's JWT for a token acting as `client_id` (service-principal federation).
@@ -352,8 +358,21 @@ impl AccountClient {
         service_principal_id: &str,
         lifetime: Duration,
     ) -> Result<CreatedSecret, Error> {
+        self.create_scoped_secret(service_principal_id, lifetime, &[]).await
+    }
+
+    /// A secret whose tokens cannot exceed `scopes` (unrestricted when empty).
+    pub async fn create_scoped_secret(
+        &self,
+        service_principal_id: &str,
+        lifetime: Duration,
+        scopes: &[String],
+    ) -> Result<CreatedSecret, Error> {
         let service_principal_id = segment("service principal id", service_principal_id)?;
-        let body = json!({"lifetime": format!("{}s", lifetime.as_secs().max(1))});
+        let mut body = json!({"lifetime": format!("{}s", lifetime.as_secs().max(1))});
+        if !scopes.is_empty() {
+            body["scopes"] = json!(scopes);
+        }
         let path = format!("servicePrincipals/{service_principal_id}/credentials/secrets");
         self.call("secrets.create", Method::POST, &path, &[], Some(&body), false).await
     }

@@ -108,6 +108,9 @@ pub struct SecretInfo {
     pub update_time: Option<String>,
     #[serde(default)]
     pub expire_time: Option<String>,
+    /// The scopes bound to the secret, when the listing says (`None`: it did not).
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
 }
 
 /// A newly created secret: the only time Databricks shows its value. `Debug` never prints it.

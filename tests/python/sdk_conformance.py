@@ -7,6 +7,7 @@ import os
 import sys
 
 from databricks.sdk import AccountClient
+from databricks.sdk.config import Config
 from databricks.sdk.errors import NotFound, PermissionDenied
 from databricks.sdk.service import iam, oauth2
 
@@ -148,8 +149,31 @@ def new_secret_lifecycle():
     except Exception as err:  # the SDK reports the refused client credentials while configuring auth
         check("invalid_client" in str(err) or "Client authentication failed" in str(err),
               f"a deleted secret no longer authenticates ({type(err).__name__})")
+    scoped_secrets(a, sp)
     a.service_principals.delete(sp.id)
     a.service_principals.delete(plain.id)
+
+
+def scoped_secrets(a, sp):
+    """A secret created with `scopes` is listed with them, mints tokens within them only, and such a token is
+    refused by the account APIs (they take all-apis)."""
+    scoped = a.service_principal_secrets.create(service_principal_id=sp.id, lifetime="600s", scopes=["sql"])
+    listed = [s for s in a.service_principal_secrets.list(service_principal_id=sp.id) if s.id == scoped.id]
+    check(len(listed) == 1 and listed[0].scopes == ["sql"], "a scoped secret is listed with its scopes")
+    try:
+        client(sp.application_id, scoped.secret).service_principals.get(sp.id)
+        check(False, "a scoped secret refuses a request for all-apis")
+    except Exception as err:  # refused while the SDK configures auth
+        check("access_denied" in str(err) and "all-apis" in str(err),
+              f"a scoped secret refuses a request for all-apis ({type(err).__name__})")
+    narrow = AccountClient(config=Config(host=HOST, account_id=ACCOUNT, client_id=sp.application_id,
+                                         client_secret=scoped.secret, auth_type="oauth-m2m", scopes=["sql"]))
+    try:
+        narrow.service_principals.get(sp.id)
+        check(False, "a token of the secret's scopes cannot use the account APIs")
+    except PermissionDenied as err:
+        check("required scopes" in str(err), "a token of the secret's scopes cannot use the account APIs")
+    a.service_principal_secrets.delete(service_principal_id=sp.id, secret_id=scoped.id)
 
 
 if __name__ == "__main__":

@@ -215,6 +215,15 @@ async fn authorize(shared: &Shared, path: &str, authorization: Option<&str>) -> 
     if account != state.config.account_id {
         return Err(ApiError::not_found(format!("Account {account}")));
     }
+    // The account APIs take an `all-apis` token; one minted narrower (a scoped secret's `sql`) is refused. The
+    // per-API scopes Databricks also has (`iam.groups:read`, ...) are not modelled.
+    if !issued.scopes.iter().any(|s| s == "all-apis") {
+        return Err(ApiError::Rest {
+            status: StatusCode::FORBIDDEN,
+            code: "PERMISSION_DENIED",
+            message: "Provided OAuth token does not have required scopes: all-apis".to_owned(),
+        });
+    }
     if !state.is_admin(&issued.subject) {
         return Err(ApiError::Rest {
             status: StatusCode::FORBIDDEN,

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::{
     Shared,
     errors::{ApiError, random_hex},
-    state::{AuthCode, Policy, RefreshGrant, State, TokenSubject, hash},
+    state::{AuthCode, Policy, RefreshGrant, State, TokenSubject, beyond_secret_scopes, hash},
 };
 
 const M2M_TTL: SignedDuration = SignedDuration::from_secs(3600);
@@ -240,6 +240,12 @@ async fn client_credentials(
     let (principal_id, secret_id) =
         state.authenticate_principal(&client_id, &secret).ok_or_else(invalid_client)?;
     let scopes = requested_scopes(form);
+    let bound = state.secret_scopes(&principal_id, secret_id.as_deref());
+    let beyond = beyond_secret_scopes(&scopes, &bound);
+    if !beyond.is_empty() {
+        let description = format!("Scopes '{}' are not assigned to this OAuth secret", beyond.join(" "));
+        return Err(ApiError::oauth(StatusCode::BAD_REQUEST, "access_denied", description));
+    }
     let subject = TokenSubject::Principal { principal_id, secret_id, policy_uid: None };
     let (token, expires_in) = state.issue_token(subject, scopes.clone(), M2M_TTL);
     Ok(token_response(token, expires_in, &scopes, None))

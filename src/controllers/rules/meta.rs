@@ -41,6 +41,8 @@ pub mod keys {
     pub const AUTH_TYPE: &str = "DATABRICKS_AUTH_TYPE";
     pub const OIDC_TOKEN_FILEPATH: &str = "DATABRICKS_OIDC_TOKEN_FILEPATH";
     pub const TOKEN_AUDIENCE: &str = "DATABRICKS_TOKEN_AUDIENCE";
+    /// The scopes a scoped OAuth secret may ask for, space-separated.
+    pub const SCOPES: &str = "DATABRICKS_SCOPES";
 }
 
 /// Whether the paused annotation stops Databricks writes for `obj`.

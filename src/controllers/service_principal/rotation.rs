@@ -38,6 +38,8 @@ pub enum Mint {
     RotationRequested,
     /// `renewTime` has come.
     RotationDue,
+    /// `credentials.scopes` no longer match the published secret's.
+    ScopesChanged,
 }
 
 impl Mint {
@@ -47,14 +49,17 @@ impl Mint {
             Mint::Created => "Created",
             Mint::RotationRequested => "RotationRequested",
             Mint::RotationDue => "RotationDue",
+            Mint::ScopesChanged => "ScopesChanged",
         }
     }
 }
 
-/// Whether to mint: nothing published, a rotation asked for, or the published secret's renewal time reached.
+/// Whether to mint: nothing published, a rotation asked for, other scopes wanted, or the published secret's
+/// renewal time reached.
 pub fn mint(
     published: bool,
     rotate_requested: bool,
+    scopes_changed: bool,
     renew_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Option<Mint> {
@@ -62,11 +67,22 @@ pub fn mint(
         Some(Mint::Created)
     } else if rotate_requested {
         Some(Mint::RotationRequested)
+    } else if scopes_changed {
+        Some(Mint::ScopesChanged)
     } else if renew_at.is_some_and(|r| r <= now) {
         Some(Mint::RotationDue)
     } else {
         None
     }
+}
+
+/// Whether the published secret's scopes differ from `wanted` (order and repeats aside): as Databricks lists them,
+/// or, when its listing does not say, as they were recorded at the mint.
+pub fn scopes_changed(wanted: &[String], listed: Option<&[String]>, recorded: &[String]) -> bool {
+    fn set(scopes: &[String]) -> std::collections::BTreeSet<&str> {
+        scopes.iter().map(String::as_str).collect()
+    }
+    set(wanted) != set(listed.unwrap_or(recorded))
 }
 
 /// Room for one more secret under the limit: nothing to do, retire this one early (the soonest due), or no room
@@ -186,11 +202,25 @@ mod tests {
     #[test]
     fn minting_follows_publication_request_and_schedule() {
         let now = at("2026-11-30T12:00:00Z");
-        assert_eq!(mint(false, false, None, now), Some(Mint::Created));
-        assert_eq!(mint(true, true, None, now), Some(Mint::RotationRequested));
-        assert_eq!(mint(true, false, Some(at("2026-11-30T11:59:59Z")), now), Some(Mint::RotationDue));
-        assert_eq!(mint(true, false, Some(at("2026-11-30T12:00:01Z")), now), None);
-        assert_eq!(mint(true, false, None, now), None);
+        assert_eq!(mint(false, false, false, None, now), Some(Mint::Created));
+        assert_eq!(mint(true, true, true, None, now), Some(Mint::RotationRequested));
+        assert_eq!(mint(true, false, true, None, now), Some(Mint::ScopesChanged));
+        assert_eq!(mint(true, false, false, Some(at("2026-11-30T11:59:59Z")), now), Some(Mint::RotationDue));
+        assert_eq!(mint(true, false, false, Some(at("2026-11-30T12:00:01Z")), now), None);
+        assert_eq!(mint(true, false, false, None, now), None);
+    }
+
+    #[test]
+    fn scopes_compare_as_sets_by_the_listing_else_the_record() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(!scopes_changed(&v(&["sql", "iam"]), Some(&v(&["iam", "sql", "sql"])), &[]));
+        assert!(
+            scopes_changed(&v(&["sql"]), Some(&v(&[])), &v(&["sql"])),
+            "the listing wins over the record"
+        );
+        assert!(!scopes_changed(&v(&["sql"]), None, &v(&["sql"])), "a silent listing: the record");
+        assert!(scopes_changed(&v(&[]), None, &v(&["sql"])), "unrestricted again");
+        assert!(!scopes_changed(&[], None, &[]), "never scoped");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::errors::ApiError;
 pub use apps::App;
 pub use policies::Policy;
 pub use principals::Principal;
-pub use secrets::Secret;
+pub use secrets::{Secret, beyond_secret_scopes};
 pub use tokens::{AuthCode, IssuedToken, RefreshGrant, TokenSubject};
 
 /// At most this many OAuth secrets per principal (Databricks docs).

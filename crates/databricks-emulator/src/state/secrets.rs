@@ -126,6 +126,21 @@ impl State {
             .find(|s| s.value_hash == presented && self.visible(s.create_time))?;
         Some((principal.id.clone(), Some(secret.id.clone())))
     }
+
+    /// The scopes `secret_id` of principal `sp_id` is bound to (empty: unrestricted).
+    pub fn secret_scopes(&self, sp_id: &str, secret_id: Option<&str>) -> Vec<String> {
+        let Some(secret_id) = secret_id else { return Vec::new() };
+        self.live_secrets(sp_id).find(|s| s.id == secret_id).map(|s| s.scopes.clone()).unwrap_or_default()
+    }
+}
+
+/// The requested scopes a secret bound to `bound` may not grant (none when it is unrestricted): a scoped secret
+/// never mints a token beyond its scopes, and a request for more is refused, not narrowed.
+pub fn beyond_secret_scopes<'a>(requested: &'a [String], bound: &[String]) -> Vec<&'a str> {
+    if bound.is_empty() {
+        return Vec::new();
+    }
+    requested.iter().filter(|s| !bound.contains(s)).map(String::as_str).collect()
 }
 
 /// `"3600s"` → 3600.0
@@ -138,6 +153,14 @@ mod tests {
     use super::*;
     use crate::state::test_state as state;
     use serde_json::json;
+
+    #[test]
+    fn a_scoped_secret_grants_nothing_beyond_its_scopes() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(beyond_secret_scopes(&v(&["all-apis"]), &[]).is_empty(), "unrestricted");
+        assert!(beyond_secret_scopes(&v(&["sql"]), &v(&["sql", "iam.groups:read"])).is_empty());
+        assert_eq!(beyond_secret_scopes(&v(&["all-apis", "sql"]), &v(&["sql"])), vec!["all-apis"]);
+    }
 
     #[test]
     fn secrets_are_limited_and_expire() {
