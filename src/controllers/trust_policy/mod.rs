@@ -294,6 +294,10 @@ async fn create_with_intent(
     want: &FederationPolicy,
 ) -> Result<FederationPolicy, Error> {
     let (id, principal_id) = (policy_id(policy), &target.principal_id);
+    if let Err(err) = target::still_writable(ctx, &target.sp).await {
+        ctx.claims.delete(intent).await?;
+        return Err(err);
+    }
     if target.sp.spec.adopt.is_some() && !ctx.principals.holds_claim(&target.access, &target.sp).await? {
         ctx.claims.delete(intent).await?;
         return Err(Error::Waiting {

@@ -1,7 +1,7 @@
 //! The principal a TrustPolicy's federation policy is put on: the referenced ServicePrincipal, confirmed in
 //! Databricks to be that object's own, and the account access of the policy's namespace.
 
-use kube::ResourceExt;
+use kube::{Api, ResourceExt};
 
 use crate::{
     controllers::{
@@ -50,17 +50,35 @@ pub async fn writable_principal(
     sp: ServicePrincipal,
     access: Access,
 ) -> Result<Target, Error> {
-    if sp.metadata.deletion_timestamp.is_some() {
-        return Err(Error::Waiting {
-            reason: Reason::ServicePrincipalDeleting,
-            message: format!(
-                "ServicePrincipal {} is being deleted; nothing is written for it",
-                sp.name_any()
-            ),
-        });
-    }
+    writable_now(&sp)?;
     let remote = ctx.principals.confirmed(&access, &sp, &ctx.assignments).await?;
     Ok(Target { access, sp, principal_id: remote.id, application_id: remote.application_id })
+}
+
+/// Before a policy is created: the referenced object, read fresh (the store it came from may lag behind its
+/// deletion), is still the same object and is not being deleted.
+pub async fn still_writable(ctx: &Context, sp: &ServicePrincipal) -> Result<(), Error> {
+    let name = sp.name_any();
+    let api: Api<ServicePrincipal> = Api::namespaced(ctx.client.clone(), &sp.namespace().unwrap_or_default());
+    let fresh =
+        api.get_opt(&name).await.map_err(|e| Error::kube(format!("reading ServicePrincipal {name}"), e))?;
+    match fresh.filter(|f| f.uid() == sp.uid()) {
+        Some(fresh) => writable_now(&fresh),
+        None => Err(Error::Waiting {
+            reason: Reason::ServicePrincipalNotFound,
+            message: format!("ServicePrincipal {name} was deleted or replaced; nothing is written for it"),
+        }),
+    }
+}
+
+fn writable_now(sp: &ServicePrincipal) -> Result<(), Error> {
+    if sp.metadata.deletion_timestamp.is_none() {
+        return Ok(());
+    }
+    Err(Error::Waiting {
+        reason: Reason::ServicePrincipalDeleting,
+        message: format!("ServicePrincipal {} is being deleted; nothing is written for it", sp.name_any()),
+    })
 }
 
 async fn confirmed(ctx: &Context, policy: &TrustPolicy, sp: &ServicePrincipal) -> Result<Target, Error> {
