@@ -10,7 +10,7 @@ use kube::{Api, Client, ResourceExt, api::ListParams, runtime::events::EventType
 use crate::{
     controllers::{
         rules::{
-            claims::{LABEL_ACCOUNT, label_value},
+            claims::{LABEL_ACCOUNT, LABEL_OWNER_UID, label_value},
             error::Error,
         },
         runtime::context::Context,
@@ -30,13 +30,20 @@ pub async fn lapsed_claims(
     client: &AccountClient,
 ) -> Result<usize, Error> {
     let selector = format!("{LABEL_ACCOUNT}={}", label_value(&account.spec.account_id.to_lowercase()));
-    let claims = ctx.claims.list(&selector).await?;
-    if claims.is_empty() {
+    // Metadata pages first (owner UIDs are labels): a sweep of an account with thousands of claims holds UIDs,
+    // not every claim; only those whose owner looks gone are read whole.
+    let owners = claim_owners(&ctx.client, &selector).await?;
+    if owners.is_empty() {
         return Ok(0);
     }
-    let alive = live_uids(&ctx.client).await?;
+    let alive: HashSet<String> = live_uids(&ctx.client).await?.iter().map(|u| label_value(u)).collect();
+    let mut candidates = Vec::new();
+    for name in owners.into_iter().filter(|(_, owner)| !alive.contains(owner)).map(|(name, _)| name) {
+        candidates.extend(ctx.claims.get(&name).await?);
+    }
+    let alive_whole = |claim: &&DatabricksClaim| alive.contains(&label_value(&claim.spec.owner.uid));
     let mut swept = 0;
-    for claim in claims.iter().filter(|c| !alive.contains(&c.spec.owner.uid)) {
+    for claim in candidates.iter().filter(|c| !alive_whole(c)) {
         // Listings can lag: a quorum read of the object confirms it is gone (a claim is written only by a pass of
         // its object, so the object exists in etcd before its claim does).
         if owner_exists(&ctx.client, &claim.spec.owner).await? {
@@ -82,6 +89,25 @@ async fn revoke(
     };
     ctx.claims.delete_if_still_held(claim).await?;
     Ok(note)
+}
+
+/// Each claim matching `selector` as (name, its owner-uid label), listed page by page, metadata only.
+async fn claim_owners(client: &Client, selector: &str) -> Result<Vec<(String, String)>, Error> {
+    let api: Api<DatabricksClaim> = Api::all(client.clone());
+    let mut params = ListParams::default().labels(selector).limit(500);
+    let mut owners = Vec::new();
+    loop {
+        let page =
+            api.list_metadata(&params).await.map_err(|e| Error::kube("listing DatabricksClaims", e))?;
+        owners.extend(page.items.iter().map(|c| {
+            let owner = c.labels().get(LABEL_OWNER_UID).cloned().unwrap_or_default();
+            (c.name_any(), owner)
+        }));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(owners),
+        }
+    }
 }
 
 /// The UIDs of every object that can hold a claim (a failed listing counts as empty: every claim is then
