@@ -142,7 +142,15 @@ async fn the_chart_runs_the_image_on_workload_identity_and_workloads_consume_wha
     // No duplicate principal and no extra secret across the handover.
     for sp in [&reader, &after] {
         let uid = sp.uid().expect("uid");
-        assert_eq!(world.principals_tagged(&uid).await, 1, "one remote principal for {}", sp.name_any());
+        let tagged = world.principals_tagged(&uid).await;
+        if tagged != 1 {
+            // Which replica created what, and when: the object's events name the reporting Pod.
+            panic!(
+                "{tagged} remote principals for {}; its events:\n{}",
+                sp.name_any(),
+                events_of(&world, sp).await
+            );
+        }
         let status = Api::<ServicePrincipal>::namespaced(world.client.clone(), APPS)
             .get(&sp.name_any())
             .await
@@ -401,4 +409,22 @@ fn pathdiff(path: &Path, from: &Path) -> String {
     let up = from.strip_prefix(root).expect("below the project").components().count();
     let down = path.strip_prefix(root).expect("below the project");
     format!("{}{}", "../".repeat(up), down.display())
+}
+
+/// The events of `sp`, one per line: time, reporting Pod, reason, note (notes never hold secret values).
+async fn events_of(world: &World, sp: &ServicePrincipal) -> String {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(world.client.clone(), APPS);
+    let selector = format!("regarding.name={}", sp.name_any());
+    let listed =
+        events.list(&ListParams::default().fields(&selector)).await.map(|l| l.items).unwrap_or_default();
+    listed
+        .iter()
+        .map(|e| {
+            let at = e.event_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+            let pod = e.reporting_instance.clone().unwrap_or_default();
+            let (reason, note) = (e.reason.clone().unwrap_or_default(), e.note.clone().unwrap_or_default());
+            format!("{at} {pod} {reason}: {note}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
