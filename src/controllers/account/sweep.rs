@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Client, ResourceExt, api::ListParams, runtime::events::EventType};
 
 use crate::{
@@ -91,23 +92,14 @@ async fn revoke(
     Ok(note)
 }
 
-/// Each claim matching `selector` as (name, its owner-uid label), listed page by page, metadata only.
+/// Each claim matching `selector` as (name, its owner-uid label), metadata only.
 async fn claim_owners(client: &Client, selector: &str) -> Result<Vec<(String, String)>, Error> {
     let api: Api<DatabricksClaim> = Api::all(client.clone());
-    let mut params = ListParams::default().labels(selector).limit(500);
-    let mut owners = Vec::new();
-    loop {
-        let page =
-            api.list_metadata(&params).await.map_err(|e| Error::kube("listing DatabricksClaims", e))?;
-        owners.extend(page.items.iter().map(|c| {
-            let owner = c.labels().get(LABEL_OWNER_UID).cloned().unwrap_or_default();
-            (c.name_any(), owner)
-        }));
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(owners),
-        }
-    }
+    let listed = metadata_pages(api, ListParams::default().labels(selector))
+        .await
+        .map_err(|e| Error::kube("listing DatabricksClaims", e))?;
+    let owner = |m: &ObjectMeta| m.labels.as_ref().and_then(|l| l.get(LABEL_OWNER_UID)).cloned();
+    Ok(listed.iter().map(|m| (m.name.clone().unwrap_or_default(), owner(m).unwrap_or_default())).collect())
 }
 
 /// The UIDs of every object that can hold a claim (a failed listing counts as empty: every claim is then
@@ -121,19 +113,28 @@ async fn live_uids(client: &Client) -> Result<HashSet<String>, Error> {
     Ok([sps, apps, policies].into_iter().flat_map(|u| u.unwrap_or_default()).collect())
 }
 
-/// Every UID of a kind, listed page by page (metadata only).
+/// Every UID of a kind (metadata only).
 async fn uids<K>(api: Api<K>) -> Result<Vec<String>, kube::Error>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let mut params = ListParams::default().limit(500);
-    let mut uids = Vec::new();
+    let listed = metadata_pages(api, ListParams::default()).await?;
+    Ok(listed.into_iter().filter_map(|m| m.uid).collect())
+}
+
+/// The metadata of every object `params` selects, listed 500 at a time: never the whole list as one response.
+async fn metadata_pages<K>(api: Api<K>, params: ListParams) -> Result<Vec<ObjectMeta>, kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = params.limit(500);
+    let mut listed = Vec::new();
     loop {
         let page = api.list_metadata(&params).await?;
-        uids.extend(page.items.iter().filter_map(|o| o.metadata.uid.clone()));
+        listed.extend(page.items.into_iter().map(|o| o.metadata));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(uids),
+            None => return Ok(listed),
         }
     }
 }

@@ -382,7 +382,7 @@ async fn mint(pass: &Pass<'_>, seen: &mut Observed, why: Mint, request: &RotateR
     }
     let created = client.create_scoped_secret(principal_id, pass.lifetime, &pass.spec.scopes).await?;
     ctx.fail_point("after-create-secret")?;
-    prove_bound(pass, &created).await?;
+    let proven = prove_bound(pass, &created).await?;
     let id = &created.info.id;
     let (_, secret) = pass.desired_secret(created.expose_secret(), id, created.info.expire_time.clone());
     if let Err(err) = secrets::apply(&pass.secrets, &secret).await {
@@ -393,7 +393,9 @@ async fn mint(pass: &Pass<'_>, seen: &mut Observed, why: Mint, request: &RotateR
         return Err(err);
     }
     ctx.fail_point("after-write-secret")?;
-    verify(client, &pass.principal.application_id, created.expose_secret(), &pass.spec.scopes).await?;
+    if !proven {
+        verify(client, &pass.principal.application_id, created.expose_secret(), &pass.spec.scopes).await?;
+    }
     record_minted(pass, seen, id).await?;
     let creds = &mut seen.creds;
     creds.scopes = pass.spec.scopes.clone();
@@ -420,11 +422,12 @@ fn split_scopes(scopes: &str) -> Vec<String> {
 
 /// A secret minted with scopes is bound to them, before it is published: Databricks said so, it authenticates
 /// for them, and it is refused a token for `all-apis` (a Beta field an account ignored would otherwise publish an
-/// unrestricted secret as a restricted one). One that is not is deleted at once.
-async fn prove_bound(pass: &Pass<'_>, created: &CreatedSecret) -> Result<(), Error> {
+/// unrestricted secret as a restricted one). One that is not is deleted at once. Returns whether it was proven
+/// (it then needs no second verification once published); an unscoped secret has nothing to prove.
+async fn prove_bound(pass: &Pass<'_>, created: &CreatedSecret) -> Result<bool, Error> {
     let wanted = &pass.spec.scopes;
     if wanted.is_empty() || wanted.iter().any(|s| s == "all-apis") {
-        return Ok(());
+        return Ok(false);
     }
     let said = created.info.scopes.as_deref().is_none_or(|s| !rotation::scopes_changed(wanted, Some(s), &[]));
     let (client, app_id) = (pass.client, &pass.principal.application_id);
@@ -432,7 +435,7 @@ async fn prove_bound(pass: &Pass<'_>, created: &CreatedSecret) -> Result<(), Err
     verify(client, app_id, created.expose_secret(), wanted).await?;
     let unbound = !said || client.verify_client_credentials(app_id, created.expose_secret()).await.is_ok();
     if !unbound {
-        return Ok(());
+        return Ok(true);
     }
     pass.client.delete_secret(&pass.principal.id, &created.info.id).await?;
     Err(Error::NeedsAttention {
