@@ -62,6 +62,10 @@ struct RunArgs {
     /// Secret deleted in a loop mints at most once per interval.
     #[arg(long, default_value = "30s", value_parser = duration)]
     repair_min_interval: Duration,
+    /// How long Databricks' search by tag may lag a create: a principal the operator created is searched for again
+    /// (and a duplicate a racing create made is deleted) until this has long passed.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    search_lag: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -139,6 +143,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         annotation_debounce: args.annotation_debounce,
         rotate_min_interval: args.rotate_min_interval,
         repair_min_interval: args.repair_min_interval,
+        search_lag: args.search_lag,
         ..controllers::Config::default()
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting");

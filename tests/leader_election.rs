@@ -9,7 +9,7 @@ use databricks_oauth_operator::{
     metrics::{ControllerLabels, Metrics},
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use support::{TestEnv, operator::OperatorOptions, wait_for};
 
@@ -82,4 +82,42 @@ async fn only_the_leader_writes_and_the_other_takes_over_when_it_stops() {
     assert!(reconciles(&metrics_b) > 0, "the new leader reconciles");
     assert_eq!(reconciles(&metrics_a), before, "the stopped operator does nothing");
     task_b.abort();
+}
+
+/// A lease that lapses (a holder too starved to renew in time) lets two replicas run for a moment: both may see an
+/// object with no principal yet and both create one. Whatever the interleaving, each object ends with one principal,
+/// the one its status names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_operators_running_at_once_leave_one_principal_per_object() {
+    let env = TestEnv::new().await;
+    let options = OperatorOptions { search_lag: Duration::from_secs(5), ..OperatorOptions::default() };
+    let harness = env.operator(options).await;
+    // A second, unelected operator over the same namespace and account: the overlap, held open.
+    let twin = Arc::new(Context::new(
+        env.client.clone(),
+        harness.ctx.config.clone(),
+        Arc::new(Metrics::default()),
+        FailPoints::default(),
+    ));
+    // Searches lag creates by seconds, as Databricks' SCIM filter does: neither replica sees the other's create
+    // before it makes its own.
+    harness.emulator.set_consistency_delay(Duration::from_secs(3)).await;
+    let twin_task = tokio::spawn(controllers::run(twin));
+    let names: Vec<String> = (0..8).map(|i| format!("twin-{i}")).collect();
+    for name in &names {
+        env.create_principal(&harness, name, json!({})).await;
+    }
+    for name in &names {
+        env.wait_condition(name, "Ready", "True", TIMEOUT).await;
+        wait_for(TIMEOUT, || async {
+            let sp = env.principals().get(name).await.ok()?;
+            let uid = sp.uid()?;
+            let tagged = harness.admin.find_service_principals_by_external_id(&uid).await.ok()?;
+            let id = sp.status.as_ref()?.id.clone()?;
+            (tagged.len() == 1 && tagged[0].id == id).then_some(())
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name}: exactly one remote principal, the one its status names"));
+    }
+    twin_task.abort();
 }

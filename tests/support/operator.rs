@@ -64,6 +64,8 @@ pub struct OperatorOptions {
     pub rotate_min_interval: Duration,
     /// The operator's `--repair-min-interval` (default 0: every lost Secret is repaired at once).
     pub repair_min_interval: Duration,
+    /// The operator's `--search-lag` (default 30 s, as the binary's).
+    pub search_lag: Duration,
 }
 
 /// A `spec.rateLimit` with the same bucket for every class.
@@ -87,6 +89,7 @@ impl Default for OperatorOptions {
             annotation_debounce: Duration::from_secs(1),
             rotate_min_interval: Duration::ZERO,
             repair_min_interval: Duration::ZERO,
+            search_lag: Duration::from_secs(30),
         }
     }
 }
@@ -170,6 +173,7 @@ impl TestEnv {
             annotation_debounce: options.annotation_debounce,
             rotate_min_interval: options.rotate_min_interval,
             repair_min_interval: options.repair_min_interval,
+            search_lag: options.search_lag,
             ..controllers::Config::default()
         };
         let ctx = Arc::new(Context::new(

@@ -6,6 +6,8 @@ use super::{
     reason::Reason,
     tenancy::{Grants, rank},
 };
+use k8s_openapi::jiff::Timestamp;
+
 use crate::{crd::PrincipalDeletionPolicy, databricks::types::ServicePrincipal as RemotePrincipal};
 
 /// The account role that makes a principal an account administrator.
@@ -152,6 +154,37 @@ pub fn stands_for(principal: &RemotePrincipal, uid: &str, adopt: Option<&str>) -
     }
 }
 
+/// Of the principals tagged with one object's UID, the one to keep and those to delete. More than one comes from two
+/// creates that raced: a pass interrupted after its create, or two replicas running at once while a lapsed lease
+/// overlaps them. Every replica must pick the same one without talking to the others: the lowest id (ids are
+/// numeric; one that is not sorts last).
+pub fn keep_one(mut tagged: Vec<RemotePrincipal>) -> Option<(RemotePrincipal, Vec<RemotePrincipal>)> {
+    tagged.sort_by_key(|p| (p.id.parse::<i64>().map_or((1, 0), |n| (0, n)), p.id.clone()));
+    tagged.dedup_by(|a, b| a.id == b.id);
+    let mut tagged = tagged.into_iter();
+    let keep = tagged.next()?;
+    Some((keep, tagged.collect()))
+}
+
+/// How many lags after its claim a created principal is still searched for duplicates at each full pass: the
+/// pass meant to come back after one lag may run late.
+const DUPLICATE_SEARCH_LAGS: u32 = 10;
+
+/// When a pass looks for duplicates of the principal an object created. A search by tag lags a create by up to
+/// `lag`, so a racing create (another replica's, or this object's own from a pass whose status write was lost)
+/// shows only later: search while the claim is young (`search`), and come back once one lag has passed (`wake`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicateCheck {
+    pub search: bool,
+    pub wake: Option<std::time::Duration>,
+}
+
+pub fn duplicate_check(claimed: Timestamp, now: Timestamp, lag: std::time::Duration) -> DuplicateCheck {
+    let age = now.duration_since(claimed).try_into().unwrap_or(std::time::Duration::ZERO);
+    let wake = lag.checked_sub(age).filter(|left| !left.is_zero());
+    DuplicateCheck { search: age < lag.saturating_mul(DUPLICATE_SEARCH_LAGS), wake }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +313,38 @@ mod tests {
         assert_eq!(adopted_deletion(Delete, Some(Deactivate)), Deactivate);
         assert_eq!(adopted_deletion(Deactivate, Some(Delete)), Deactivate);
         assert_eq!(adopted_deletion(Orphan, Some(Delete)), Orphan);
+    }
+
+    #[test]
+    fn a_created_principal_is_searched_for_duplicates_until_the_search_lag_has_long_passed() {
+        let lag = std::time::Duration::from_secs(30);
+        let claimed: Timestamp = "2026-01-01T00:00:00Z".parse().expect("timestamp");
+        let at = |s: i64| claimed + k8s_openapi::jiff::SignedDuration::from_secs(s);
+        let check = duplicate_check(claimed, at(0), lag);
+        assert_eq!(check, DuplicateCheck { search: true, wake: Some(lag) });
+        let check = duplicate_check(claimed, at(20), lag);
+        assert_eq!(check, DuplicateCheck { search: true, wake: Some(std::time::Duration::from_secs(10)) });
+        // The pass that comes back after the lag looks once more and asks for nothing further.
+        assert_eq!(duplicate_check(claimed, at(30), lag), DuplicateCheck { search: true, wake: None });
+        assert_eq!(duplicate_check(claimed, at(299), lag), DuplicateCheck { search: true, wake: None });
+        assert_eq!(duplicate_check(claimed, at(300), lag), DuplicateCheck { search: false, wake: None });
+        // A clock behind the claim's counts as age zero.
+        assert_eq!(duplicate_check(claimed, at(-5), lag).wake, Some(lag));
+    }
+
+    #[test]
+    fn every_replica_keeps_the_same_one_of_racing_duplicates() {
+        let with_id = |id: &str| RemotePrincipal { id: id.into(), ..principal(APP, Some("uid"), &[]) };
+        assert!(keep_one(Vec::new()).is_none());
+        let (keep, drop) = keep_one(vec![with_id("7")]).expect("one");
+        assert_eq!((keep.id.as_str(), drop.len()), ("7", 0));
+        // Seen in any order, or twice (the caller adds what it just created to what it found): the same answer.
+        for seen in [vec!["900", "12", "x"], vec!["x", "900", "12", "12"], vec!["12", "x", "900"]] {
+            let (keep, drop) = keep_one(seen.into_iter().map(with_id).collect()).expect("some");
+            assert_eq!(keep.id, "12", "numerically lowest, not lexically");
+            let mut dropped: Vec<String> = drop.into_iter().map(|p| p.id).collect();
+            dropped.sort();
+            assert_eq!(dropped, ["900", "x"]);
+        }
     }
 }

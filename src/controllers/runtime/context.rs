@@ -53,6 +53,9 @@ pub struct Config {
     pub rotate_min_interval: Duration,
     /// The least time between two secrets minted to repair one object's published Secret.
     pub repair_min_interval: Duration,
+    /// How long a search by tag may lag a create: a principal an object created is searched for again (a racing
+    /// create's duplicate is deleted) until this has long passed.
+    pub search_lag: Duration,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             annotation_debounce: Duration::from_secs(5),
             rotate_min_interval: Duration::from_secs(300),
             repair_min_interval: Duration::from_secs(30),
+            search_lag: Duration::from_secs(30),
         }
     }
 }

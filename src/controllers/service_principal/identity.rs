@@ -4,12 +4,15 @@
 //! confirms the tag or the adoption target, and never for a deletion otherwise. Also the principal's own name and
 //! active flag.
 
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
 use kube::{ResourceExt, runtime::events::EventType};
 
 use super::adoption;
 use crate::{
     controllers::{
-        rules::{error::Error, ownership, reason::Reason},
+        rules::{claims, error::Error, ownership, reason::Reason},
         runtime::context::Context,
         services::accounts::Access,
     },
@@ -27,6 +30,8 @@ pub struct Principal {
     pub created: bool,
     /// This object's claim on it: the operator's record of what it did to the principal.
     pub claim: DatabricksClaim,
+    /// When to look for a racing create's duplicate again (a created principal, while searches may lag).
+    pub wake: Option<Duration>,
 }
 
 impl std::ops::Deref for Principal {
@@ -63,7 +68,50 @@ pub async fn ensure_principal(
         return Err(super::revocation::adoption_revoked(sp, ctx, access, refusal).await?);
     }
     let claim = adoption::claim(sp, ctx, access, &remote).await?;
-    Ok(Principal { remote, created, claim })
+    let principal = Principal { remote, created, claim, wake: None };
+    if sp.spec.adopt.is_some() || principal.claim.spec.adopted {
+        return Ok(principal);
+    }
+    settle_duplicates(sp, ctx, access, status, principal).await
+}
+
+/// A principal this object created, while a search by tag may still miss a racing create: looked for again, the
+/// one every replica keeps is held and the others are deleted (see [`ownership::duplicate_check`]).
+async fn settle_duplicates(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    access: &Access,
+    status: &mut ServicePrincipalStatus,
+    principal: Principal,
+) -> Result<Principal, Error> {
+    let now = Timestamp::now();
+    let claimed = principal.claim.creation_timestamp().map_or(now, |t| t.0);
+    let check = ownership::duplicate_check(claimed, now, ctx.config.search_lag);
+    let principal = Principal { wake: check.wake, ..principal };
+    if !check.search {
+        return Ok(principal);
+    }
+    let uid = sp.uid().unwrap_or_default();
+    let mut tagged = access.client.find_service_principals_by_external_id(&uid).await?;
+    // A search that does not show this one yet still counts it.
+    tagged.push(principal.remote.clone());
+    let keep = keep_one(sp, ctx, access, tagged).await?;
+    if keep.id == principal.id {
+        return Ok(principal);
+    }
+    status.id = Some(keep.id.clone());
+    status.application_id = Some(keep.application_id.clone());
+    forget_secrets(status);
+    let claim = adoption::claim(sp, ctx, access, &keep).await?;
+    Ok(Principal { remote: keep, created: false, claim, wake: principal.wake })
+}
+
+/// The principal's secrets went with it: the Secret is refreshed from the one kept.
+fn forget_secrets(status: &mut ServicePrincipalStatus) {
+    if let Some(credentials) = status.credentials.as_mut() {
+        credentials.secret_id = None;
+        credentials.retiring.clear();
+    }
 }
 
 /// The principal status records, once Databricks confirms it is this object's own. `None`: nothing recorded, or
@@ -94,15 +142,15 @@ async fn recorded_principal(
             Err(error)
         }
         Err(err) if err.is_not_found() => {
-            let message = format!("Service principal {id} was deleted outside the operator; recreating it");
+            // The next step finds the object's own principal again (its tag, its adoption target) or recreates it.
+            let message = format!(
+                "Service principal {id} is gone (deleted outside the operator, or a duplicate another replica \
+                 removed); finding or recreating this object's own"
+            );
             ctx.event(sp, EventType::Warning, "RemoteDeleted", "Recreate", &message).await;
             status.id = None;
             status.application_id = None;
-            // Its secrets went with it; the Secret is refreshed below.
-            if let Some(credentials) = status.credentials.as_mut() {
-                credentials.secret_id = None;
-                credentials.retiring.clear();
-            }
+            forget_secrets(status);
             Ok(None)
         }
         Err(err) => Err(err.into()),
@@ -163,37 +211,62 @@ async fn find_or_create(
 ) -> Result<(RemotePrincipal, bool), Error> {
     let client = &access.client;
     let uid = sp.uid().unwrap_or_default();
-    let mut tagged = client.find_service_principals_by_external_id(&uid).await?;
-    if tagged.is_empty() {
-        adoption::check_count(sp, ctx, access).await?;
-        let display_name = sp.spec.display_name.clone().unwrap_or_else(|| sp.name_any());
-        let (created, fresh) = match client
-            .create_service_principal(&NewServicePrincipal::new(&display_name, sp.spec.active, Some(&uid)))
-            .await
-        {
-            Ok(created) => (created, true),
-            // The answer was lost but the write may have happened: look again before trying anything else.
-            Err(err) if matches!(err, databricks::Error::Transport { .. }) => {
-                let found = client.find_service_principals_by_external_id(&uid).await?;
-                (found.into_iter().next().ok_or(err)?, false)
-            }
-            Err(err) => return Err(err.into()),
-        };
-        ctx.fail_point("after-create-principal")?;
-        let message = format!("Created service principal {} ({})", created.id, created.application_id);
-        ctx.event(sp, EventType::Normal, "Created", "Create", &message).await;
-        return Ok((created, fresh));
+    let tagged = client.find_service_principals_by_external_id(&uid).await?;
+    if !tagged.is_empty() {
+        return Ok((keep_one(sp, ctx, access, tagged).await?, false));
     }
-    // More than one tagged principal can only come from an interrupted create: keep the oldest.
-    tagged.sort_by_key(|p| p.id.parse::<i64>().unwrap_or(i64::MAX));
-    let keep = tagged.remove(0);
-    for duplicate in tagged {
-        client.delete_service_principal(&duplicate.id).await?;
-        let message =
-            format!("Deleted duplicate service principal {} left by an interrupted create", duplicate.id);
+    adoption::check_count(sp, ctx, access).await?;
+    let display_name = sp.spec.display_name.clone().unwrap_or_else(|| sp.name_any());
+    let (created, fresh) = match client
+        .create_service_principal(&NewServicePrincipal::new(&display_name, sp.spec.active, Some(&uid)))
+        .await
+    {
+        Ok(created) => (created, true),
+        // The answer was lost but the write may have happened: look again before trying anything else.
+        Err(err) if matches!(err, databricks::Error::Transport { .. }) => {
+            let found = client.find_service_principals_by_external_id(&uid).await?;
+            (found.into_iter().next().ok_or(err)?, false)
+        }
+        Err(err) => return Err(err.into()),
+    };
+    ctx.fail_point("after-create-principal")?;
+    let message = format!("Created service principal {} ({})", created.id, created.application_id);
+    ctx.event(sp, EventType::Normal, "Created", "Create", &message).await;
+    Ok((created, fresh))
+}
+
+/// Keeps one of the principals tagged with this object's UID (see [`ownership::keep_one`]) and deletes the rest.
+async fn keep_one(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    access: &Access,
+    tagged: Vec<RemotePrincipal>,
+) -> Result<RemotePrincipal, Error> {
+    let (keep, duplicates) = ownership::keep_one(tagged).ok_or_else(|| Error::Waiting {
+        reason: Reason::ServicePrincipalNotReady,
+        message: "no service principal is tagged with this object yet".to_owned(),
+    })?;
+    let uid = sp.uid().unwrap_or_default();
+    for duplicate in duplicates {
+        // `false`: another replica deleting the same duplicate got there first.
+        let deleted = access.client.delete_service_principal(&duplicate.id).await?;
+        // This object's claim on it, if a pass got that far: the principal is gone, so is what it held.
+        let name = claims::principal_claim_name(&access.account.spec.account_id, &duplicate.application_id);
+        if let Some(claim) = ctx.claims.get(&name).await?
+            && claims::held_by(&claim, &uid)
+        {
+            ctx.claims.delete(&claim).await?;
+        }
+        if !deleted {
+            continue;
+        }
+        let message = format!(
+            "Deleted duplicate service principal {} (a create that raced this object's own {}; kept the lowest id)",
+            duplicate.id, keep.id
+        );
         ctx.event(sp, EventType::Warning, "DuplicateDeleted", "Delete", &message).await;
     }
-    Ok((keep, false))
+    Ok(keep)
 }
 
 /// Display name and active flag as the spec says, as far as the object may change them (see

@@ -133,6 +133,7 @@ async fn apply(
         }
     };
     let resync = ctx.config.jittered_resync();
+    let next = [next, principal.wake].into_iter().flatten().min();
     Ok(next.map_or(resync, |n| n.min(resync)).max(Duration::from_secs(1)))
 }
 
