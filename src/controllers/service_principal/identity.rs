@@ -88,7 +88,8 @@ async fn settle_duplicates(
     let claimed = principal.claim.creation_timestamp().map_or(now, |t| t.0);
     let check = ownership::duplicate_check(claimed, now, ctx.config.search_lag);
     let principal = Principal { wake: check.wake, ..principal };
-    if !check.search {
+    // The pass that created it searched just before: a racing create shows only once the lag has passed.
+    if !check.search || principal.created {
         return Ok(principal);
     }
     let uid = sp.uid().unwrap_or_default();
