@@ -75,6 +75,7 @@ pub fn router() -> Router<Shared> {
         .route("/_emulator/faults", get(faults).post(add_fault).delete(clear_faults))
         .route("/_emulator/rate-limit", put(set_rate_limit).delete(clear_rate_limit))
         .route("/_emulator/consistency", put(set_consistency))
+        .route("/_emulator/rule-sets/concurrent-write", post(concurrent_rule_set_write))
         .route("/_emulator/clock", post(advance_clock))
         .route("/_emulator/stats", get(stats).delete(reset_stats))
         .route("/_emulator/reset", post(reset))
@@ -114,6 +115,23 @@ struct Consistency {
 
 async fn set_consistency(AxumState(s): AxumState<Shared>, Json(c): Json<Consistency>) -> StatusCode {
     s.set_consistency_delay(SignedDuration::from_millis(c.delay_ms as i64)).await;
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct ConcurrentWrite {
+    application_id: String,
+    role: String,
+    principal: String,
+}
+
+/// Another writer's change to a principal's rule set, landing just before the next write of it.
+async fn concurrent_rule_set_write(
+    AxumState(s): AxumState<Shared>,
+    Json(w): Json<ConcurrentWrite>,
+) -> StatusCode {
+    let mut state = s.state.lock().await;
+    state.rule_set_writes_before_write.push((w.application_id, w.role, w.principal));
     StatusCode::NO_CONTENT
 }
 

@@ -14,6 +14,7 @@ use super::{
     control::{Control, FaultRule, LoggedRequest, rate_class},
     errors::ApiError,
     oidc,
+    state::TokenSubject,
     table::classify,
 };
 
@@ -124,8 +125,14 @@ async fn handle(
     let path = request.uri().path().to_owned();
     let bearer =
         request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let mut request = request;
     let response = match authorize(shared, &path, bearer.as_deref()).await {
-        Ok(()) => next.run(request).await,
+        Ok(caller) => {
+            if let Some(caller) = caller {
+                request.extensions_mut().insert(caller);
+            }
+            next.run(request).await
+        }
         Err(error) => error.into_response(),
     };
     if fault.as_ref().is_some_and(|f| f.drop_response) { drop_body(response) } else { response }
@@ -197,9 +204,20 @@ fn drop_body(response: Response) -> Response {
     Response::from_parts(parts, Body::from_stream(broken))
 }
 
-/// Account REST APIs need a valid Bearer token of an account admin, and the configured account id.
-async fn authorize(shared: &Shared, path: &str, authorization: Option<&str>) -> Result<(), ApiError> {
-    let Some(rest) = path.strip_prefix("/api/2.0/accounts/") else { return Ok(()) };
+/// Who made an account API request, as rule sets name principals (`servicePrincipals/<application id>`).
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+/// Account REST APIs (and their preview paths) need a valid Bearer token of an account admin, and the configured
+/// account id. Returns the caller.
+async fn authorize(
+    shared: &Shared,
+    path: &str,
+    authorization: Option<&str>,
+) -> Result<Option<Caller>, ApiError> {
+    let rest =
+        path.strip_prefix("/api/2.0/accounts/").or_else(|| path.strip_prefix("/api/2.0/preview/accounts/"));
+    let Some(rest) = rest else { return Ok(None) };
     let state = shared.state.lock().await;
     let account = rest.split('/').next().unwrap_or_default();
     let bearer = authorization.and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
@@ -231,5 +249,9 @@ async fn authorize(shared: &Shared, path: &str, authorization: Option<&str>) -> 
             message: "This API is disabled for users without account admin status.".to_owned(),
         });
     }
-    Ok(())
+    let caller = match &issued.subject {
+        TokenSubject::Principal { principal_id, .. } => state.principals.get(principal_id),
+        TokenSubject::AppUser { .. } => None,
+    };
+    Ok(caller.map(|p| Caller(format!("servicePrincipals/{}", p.application_id))))
 }

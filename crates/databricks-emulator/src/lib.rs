@@ -106,6 +106,14 @@ impl Emulator {
         self.shared.set_rate_limit(limit).await;
     }
 
+    /// Just before the next write of the rule set of principal `application_id` lands, another writer gives
+    /// `principal` `role` on it (its etag moves on): a read-modify-write racing a concurrent writer, whose write is
+    /// then refused as stale.
+    pub async fn write_rule_set_before_next_write(&self, application_id: &str, role: &str, principal: &str) {
+        let write = (application_id.to_owned(), role.to_owned(), principal.to_owned());
+        self.shared.state.lock().await.rule_set_writes_before_write.push(write);
+    }
+
     pub async fn set_consistency_delay(&self, delay: Duration) {
         self.shared
             .set_consistency_delay(SignedDuration::try_from(delay).unwrap_or(SignedDuration::MAX))

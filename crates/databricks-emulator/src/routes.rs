@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
     extract::{Path, Query, State as AxumState},
     http::StatusCode,
@@ -11,7 +11,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{Shared, errors::ApiError};
+use super::{Shared, errors::ApiError, gate::Caller};
 
 type Params = Query<HashMap<String, String>>;
 
@@ -65,10 +65,16 @@ fn page(items: Vec<Value>, key: &str, params: &HashMap<String, String>) -> Resul
 
 // ---- SCIM service principals ----
 
-pub async fn sp_create(AxumState(s): AxumState<Shared>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn sp_create(
+    AxumState(s): AxumState<Shared>,
+    caller: Option<Extension<Caller>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let body = scim_json(&body)?;
     let mut state = s.state.lock().await;
     let principal = state.create_principal(&body)?;
+    // Its creator manages it, as in Databricks.
+    state.default_rule_set(&principal.application_id, caller.as_ref().map(|Extension(c)| c.0.as_str()));
     Ok((StatusCode::CREATED, Json(state.principal_json(&principal))).into_response())
 }
 
@@ -85,16 +91,6 @@ pub async fn sp_get(
 
 pub async fn sp_list(AxumState(s): AxumState<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {
     let state = s.state.lock().await;
-    let bad = |detail: &str| ApiError::scim(StatusCode::BAD_REQUEST, Some("invalidValue"), detail);
-    let start_index = match q.get("startIndex") {
-        Some(v) => v.parse::<usize>().map_err(|_| bad("startIndex must be an integer"))?.max(1),
-        None => 1,
-    };
-    // Databricks documents count <= 100; the Python SDK always asks for 10000, so clamp instead of refusing.
-    let count = match q.get("count") {
-        Some(v) => v.parse::<usize>().map_err(|_| bad("count must be an integer"))?.min(100),
-        None => 100,
-    };
     let mut matching = state.list_principals(q.get("filter").map(String::as_str))?;
     if let Some(sort_by) = q.get("sortBy") {
         let key = |p: &&crate::state::Principal| match sort_by.as_str() {
@@ -107,6 +103,22 @@ pub async fn sp_list(AxumState(s): AxumState<Shared>, Query(q): Params) -> Resul
             matching.reverse();
         }
     }
+    scim_page(matching.into_iter().map(|p| state.principal_json(p)).collect(), &q)
+}
+
+/// A SCIM ListResponse page of `matching`: `startIndex` (1-based), `count` and the `attributes` /
+/// `excludedAttributes` projections.
+fn scim_page(matching: Vec<Value>, q: &HashMap<String, String>) -> Result<Json<Value>, ApiError> {
+    let bad = |detail: &str| ApiError::scim(StatusCode::BAD_REQUEST, Some("invalidValue"), detail);
+    let start_index = match q.get("startIndex") {
+        Some(v) => v.parse::<usize>().map_err(|_| bad("startIndex must be an integer"))?.max(1),
+        None => 1,
+    };
+    // Databricks documents count <= 100; the Python SDK always asks for 10000, so clamp instead of refusing.
+    let count = match q.get("count") {
+        Some(v) => v.parse::<usize>().map_err(|_| bad("count must be an integer"))?.min(100),
+        None => 100,
+    };
     let total = matching.len();
     let attributes: Option<Vec<&str>> = q.get("attributes").map(|a| a.split(',').map(str::trim).collect());
     let excluded: Vec<&str> =
@@ -115,8 +127,7 @@ pub async fn sp_list(AxumState(s): AxumState<Shared>, Query(q): Params) -> Resul
         .into_iter()
         .skip(start_index - 1)
         .take(count)
-        .map(|p| {
-            let mut resource = state.principal_json(p);
+        .map(|mut resource| {
             if let Some(object) = resource.as_object_mut() {
                 if let Some(keep) = &attributes {
                     object.retain(|k, _| k == "id" || keep.iter().any(|a| a.eq_ignore_ascii_case(k)));
@@ -166,6 +177,65 @@ pub async fn sp_delete(
 ) -> Result<StatusCode, ApiError> {
     s.state.lock().await.delete_principal(&id)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- SCIM groups ----
+
+pub async fn group_create(AxumState(s): AxumState<Shared>, body: Bytes) -> Result<Response, ApiError> {
+    let body = scim_json(&body)?;
+    let mut state = s.state.lock().await;
+    let group = state.create_group(&body)?;
+    Ok((StatusCode::CREATED, Json(state.group_json(&group, true))).into_response())
+}
+
+pub async fn group_get(
+    AxumState(s): AxumState<Shared>,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let state = s.state.lock().await;
+    Ok(Json(state.group_json(state.group(&id)?, true)))
+}
+
+/// Lists leave members out unless `attributes` asks for them (then the whole group, projected).
+pub async fn group_list(AxumState(s): AxumState<Shared>, Query(q): Params) -> Result<Json<Value>, ApiError> {
+    let state = s.state.lock().await;
+    let members =
+        q.get("attributes").is_some_and(|a| a.split(',').any(|a| a.trim().eq_ignore_ascii_case("members")));
+    let matching = state.list_groups(q.get("filter").map(String::as_str))?;
+    scim_page(matching.into_iter().map(|g| state.group_json(g, members)).collect(), &q)
+}
+
+pub async fn group_patch(
+    AxumState(s): AxumState<Shared>,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let body = scim_json(&body)?;
+    s.state.lock().await.patch_group(&id, &body)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn group_delete(
+    AxumState(s): AxumState<Shared>,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    s.state.lock().await.delete_group(&id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- access-control rule sets ----
+
+pub async fn rule_set_get(
+    AxumState(s): AxumState<Shared>,
+    Query(q): Params,
+) -> Result<Json<Value>, ApiError> {
+    let name = q.get("name").ok_or_else(|| ApiError::invalid("name is required"))?;
+    Ok(Json(s.state.lock().await.rule_set_json(name)?))
+}
+
+pub async fn rule_set_put(AxumState(s): AxumState<Shared>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body = parse_json(&body)?;
+    Ok(Json(s.state.lock().await.put_rule_set(&body)?))
 }
 
 // ---- service principal secrets ----

@@ -43,6 +43,8 @@ fn routes() -> Vec<Route> {
     let oidc_acct = |path: &str| format!("/oidc/accounts/{{account_id}}{path}");
     let sp = acct("/scim/v2/ServicePrincipals");
     let sp_id = acct("/scim/v2/ServicePrincipals/{id}");
+    let groups = acct("/scim/v2/Groups");
+    let group = acct("/scim/v2/Groups/{id}");
     let secrets = acct("/servicePrincipals/{sp}/credentials/secrets");
     let secret = acct("/servicePrincipals/{sp}/credentials/secrets/{secret}");
     let sp_policies = acct("/servicePrincipals/{sp}/federationPolicies");
@@ -52,6 +54,7 @@ fn routes() -> Vec<Route> {
     let apps = acct("/oauth2/custom-app-integrations");
     let app = acct("/oauth2/custom-app-integrations/{id}");
     let assignments = acct("/workspaces/{ws}/permissionassignments");
+    let rule_sets = "/api/2.0/preview/accounts/{account_id}/access-control/rule-sets";
     vec![
         route(M::GET, "/.well-known/databricks-config", "oidc.host_metadata", oidc::host_metadata),
         route(
@@ -69,6 +72,13 @@ fn routes() -> Vec<Route> {
         route(M::PATCH, &sp_id, "scim.sp.patch", sp_patch),
         route(M::PUT, &sp_id, "scim.sp.replace", sp_replace),
         route(M::DELETE, &sp_id, "scim.sp.delete", sp_delete),
+        route(M::POST, &groups, "scim.groups.create", group_create),
+        route(M::GET, &groups, "scim.groups.list", group_list),
+        route(M::GET, &group, "scim.groups.get", group_get),
+        route(M::PATCH, &group, "scim.groups.patch", group_patch),
+        route(M::DELETE, &group, "scim.groups.delete", group_delete),
+        route(M::GET, rule_sets, "rule_sets.get", rule_set_get),
+        route(M::PUT, rule_sets, "rule_sets.put", rule_set_put),
         route(M::POST, &secrets, "secrets.create", secret_create),
         route(M::GET, &secrets, "secrets.list", secret_list),
         route(M::DELETE, &secret, "secrets.delete", secret_delete),
@@ -131,7 +141,10 @@ pub fn classify(method: &Method, path: &str) -> Option<(&'static str, bool)> {
         .iter()
         .find(|(m, template, _)| m == method && matches(template))
         .map(|(_, _, operation)| *operation)
-        .or_else(|| path.starts_with("/api/2.0/accounts/").then_some("api.unknown"))?;
+        .or_else(|| {
+            let account_api = ["/api/2.0/accounts/", "/api/2.0/preview/accounts/"];
+            account_api.iter().any(|prefix| path.starts_with(prefix)).then_some("api.unknown")
+        })?;
     // The token endpoint is a POST but mints no stored object; count it as a read for "writes per object".
     let write = !matches!(*method, Method::GET | Method::HEAD) && !operation.starts_with("oidc.");
     Some((operation, write))

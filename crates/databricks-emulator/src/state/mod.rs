@@ -4,8 +4,10 @@
 
 mod apps;
 mod assignments;
+mod groups;
 mod policies;
 mod principals;
+mod rule_sets;
 mod scim;
 mod secrets;
 mod tokens;
@@ -20,8 +22,10 @@ use sha2::{Digest, Sha256};
 use super::errors::ApiError;
 
 pub use apps::App;
+pub use groups::Group;
 pub use policies::Policy;
 pub use principals::Principal;
+pub use rule_sets::RuleSet;
 pub use secrets::{Secret, beyond_secret_scopes};
 pub use tokens::{AuthCode, IssuedToken, RefreshGrant, TokenSubject};
 
@@ -80,6 +84,12 @@ pub struct State {
     pub config: EmulatorConfig,
     next_principal: u64,
     pub principals: BTreeMap<String, Principal>,
+    pub groups: BTreeMap<String, Group>,
+    /// Access-control rule sets of principals, by application id (lowercase).
+    pub rule_sets: BTreeMap<String, RuleSet>,
+    /// Writes another writer makes just before the next write of a principal's rule set lands (application id,
+    /// role, principal): a test's concurrent writer, between the writer's read and its write.
+    pub rule_set_writes_before_write: Vec<(String, String, String)>,
     pub secrets: BTreeMap<String, Vec<Secret>>,
     pub admin_secret_hash: String,
     /// Keyed by (service principal id or "" for account policies, policy id).
@@ -112,6 +122,9 @@ impl State {
             config,
             next_principal: 0,
             principals: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            rule_sets: BTreeMap::new(),
+            rule_set_writes_before_write: Vec::new(),
             secrets: BTreeMap::new(),
             policies: BTreeMap::new(),
             apps: BTreeMap::new(),
@@ -130,6 +143,9 @@ impl State {
     pub fn reset(&mut self) {
         self.next_principal = 0;
         self.principals.clear();
+        self.groups.clear();
+        self.rule_sets.clear();
+        self.rule_set_writes_before_write.clear();
         self.secrets.clear();
         self.policies.clear();
         self.apps.clear();
@@ -208,6 +224,11 @@ impl State {
                     "externalId": p.external_id, "active": p.active,
                     "secrets": self.secrets.get(&p.id).map_or(0, Vec::len),
                     "policies": self.policies.keys().filter(|(sp, _)| sp == &p.id).count(),
+                    "groups": self.groups_of_json(&p.id).iter().map(|g| g["display"].clone()).collect::<Vec<_>>(),
+                    "usedBy": self.rule_sets.get(&p.application_id.to_lowercase()).map(|r| {
+                        r.grant_rules.iter().flat_map(|(role, who)| who.iter().map(move |w| format!("{role} {w}")))
+                            .collect::<Vec<_>>()
+                    }).unwrap_or_default(),
                 })
             })
             .collect();
@@ -216,6 +237,7 @@ impl State {
         json!({
             "principals": principals,
             "apps": self.apps.len(),
+            "groups": self.groups.len(),
             "account_policies": self.policies.keys().filter(|(sp, _)| sp.is_empty()).count(),
             "assignments": assignments,
         })

@@ -38,6 +38,10 @@ impl State {
         if !p.roles.is_empty() {
             body["roles"] = Value::Array(p.roles.iter().map(|r| json!({"value": r})).collect());
         }
+        let groups = self.groups_of_json(&p.id);
+        if !groups.is_empty() {
+            body["groups"] = Value::Array(groups);
+        }
         body
     }
 
@@ -157,8 +161,10 @@ impl State {
     }
 
     pub fn delete_principal(&mut self, id: &str) -> Result<(), ApiError> {
-        self.principals.remove(id).ok_or_else(|| ApiError::scim_not_found(id))?;
+        let gone = self.principals.remove(id).ok_or_else(|| ApiError::scim_not_found(id))?;
+        self.rule_sets.remove(&gone.application_id.to_lowercase());
         self.secrets.remove(id);
+        self.leave_all_groups(id);
         self.policies.retain(|(sp, _), _| sp != id);
         for assignments in self.assignments.values_mut() {
             assignments.remove(id);
