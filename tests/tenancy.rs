@@ -622,3 +622,137 @@ async fn account_credentials_and_token_files_come_only_from_where_the_operator_a
     let ready = world.operator.wait_account(&world.env, "True").await;
     assert!(ready.message.contains("no delegations"), "{}", ready.message);
 }
+
+async fn group_members(world: &World, group: &str) -> Vec<String> {
+    let group = world.operator.admin.get_group(group).await.expect("group");
+    group.members.into_iter().filter_map(|m| m.value).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_joined_only_as_granted_and_taken_back_with_the_grant() {
+    let world_emulator = emulator().await;
+    let setup = support::operator::admin_client(&world_emulator);
+    // A principal of the platform's, already in a group of its own before team-a adopts it.
+    let legacy = legacy_principal(&setup, "legacy reporting", false).await;
+    let base = setup.create_group("team-a-base").await.expect("group");
+    setup.add_group_member(&base.id, &legacy.id).await.expect("member");
+    let admins = setup.create_group("admins").await.expect("group");
+    let readers = setup.create_group("team-a-readers").await.expect("group");
+    let legacy_app = legacy.application_id.clone();
+    let world = World::with_emulator(
+        |a, _b| {
+            json!({"delegations": [{"namespaces": {"names": [a]}, "groups": ["team-a-*"],
+                    "adopt": [{"applicationId": legacy_app}]}]})
+        },
+        world_emulator,
+    )
+    .await;
+    let (a, b) = (&world.a, &world.b);
+    let before = world.operator.emulator.stats().await.writes;
+
+    // Joining a group is gaining its grants: an ungranted one is refused before anything is written.
+    let sp: ServicePrincipal =
+        create(&world, a, "escalate", json!({"groups": ["team-a-readers", "admins"], "credentials": {}}))
+            .await;
+    let message =
+        wait_condition::<ServicePrincipal>(a, "escalate", "Ready", "False", Some("GroupNotAllowed")).await;
+    assert!(message.contains("group \"admins\"") && message.contains("spec.delegations"), "{message}");
+    assert_eq!(world.operator.tagged(&sp).await, 0, "no principal was even created");
+    create::<ServicePrincipal>(&world, b, "b-escalate", json!({"groups": ["team-a-readers"]})).await;
+    wait_condition::<ServicePrincipal>(b, "b-escalate", "Ready", "False", Some("GroupNotAllowed")).await;
+    assert_eq!(world.operator.emulator.stats().await.writes, before, "refusals write nothing to Databricks");
+    assert!(group_members(&world, &admins.id).await.is_empty());
+
+    // Granted: joined. An adopted principal's own membership is the platform's: left as it is on release.
+    let (member, _) = ready_principal(&world, a, "member", json!({"groups": ["team-a-readers"]})).await;
+    let adopt = json!({"adopt": {"applicationId": legacy.application_id},
+                       "groups": ["team-a-readers", "team-a-base"]});
+    ready_principal(&world, a, "adopter", adopt).await;
+    let mut joined = group_members(&world, &readers.id).await;
+    joined.sort();
+    let mut expected = vec![member.id.clone(), legacy.id.clone()];
+    expected.sort();
+    assert_eq!(joined, expected);
+    delete_and_wait::<ServicePrincipal>(a, "adopter").await;
+    assert_eq!(
+        group_members(&world, &readers.id).await,
+        vec![member.id.clone()],
+        "what the adoption added goes"
+    );
+    assert_eq!(
+        group_members(&world, &base.id).await,
+        vec![legacy.id.clone()],
+        "what the principal had stays"
+    );
+
+    // The platform team takes the groups back: the membership goes at once, and the object says why.
+    patch_account(&world, json!({"spec": {"delegations": [{"namespaces": {"names": [a.namespace]}}]}})).await;
+    let message =
+        wait_condition::<ServicePrincipal>(a, "member", "Ready", "False", Some("GroupNotAllowed")).await;
+    assert!(message.contains("left group team-a-readers"), "{message}");
+    assert!(group_members(&world, &readers.id).await.is_empty());
+    assert_eq!(events(&world, a, "member", "AssignmentRevoked").await.len(), 1);
+    world.nothing_written_elsewhere().await;
+}
+
+/// The principal's rule set entries (role, principal).
+async fn rule_set_entries(world: &World, application_id: &str) -> Vec<(String, String)> {
+    let admin = &world.operator.admin;
+    let rule_set =
+        admin.get_rule_set(&admin.principal_rule_set_name(application_id)).await.expect("rule set");
+    rule_set
+        .grant_rules
+        .into_iter()
+        .flat_map(|r| r.principals.into_iter().map(move |p| (r.role.clone(), p)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn used_by_names_only_the_namespaces_own_principals_and_what_was_delegated() {
+    let world = World::new(
+        |a, _b| json!({"delegations": [{"namespaces": {"names": [a]}, "usedBy": ["users/*@a.example.com"]}]}),
+    )
+    .await;
+    let (a, b) = (&world.a, &world.b);
+    let (victim, _) = ready_principal(&world, b, "victim", json!({})).await;
+    let (runner, _) = ready_principal(&world, a, "runner", json!({})).await;
+    let before = world.operator.emulator.stats().await.writes;
+
+    // Letting someone else's principal, or an ungranted user, act as this one: refused before any write.
+    for (name, principal) in [
+        ("other-namespace", format!("servicePrincipals/{}", victim.application_id)),
+        ("other-user", "users/mallory@b.example.com".to_owned()),
+        ("any-group", "groups/users".to_owned()),
+    ] {
+        let spec = json!({"usedBy": [{"principal": principal}], "credentials": {}});
+        let sp: ServicePrincipal = create(&world, a, name, spec).await;
+        let message =
+            wait_condition::<ServicePrincipal>(a, name, "Ready", "False", Some("UsedByNotAllowed")).await;
+        assert!(message.contains(&principal) && message.contains("spec.delegations"), "{name}: {message}");
+        assert_eq!(world.operator.tagged(&sp).await, 0, "{name}: no principal was even created");
+    }
+    assert_eq!(world.operator.emulator.stats().await.writes, before, "refusals write nothing to Databricks");
+
+    // Allowed: the namespace's own principal, and the delegated users.
+    let runner_entry = format!("servicePrincipals/{}", runner.application_id);
+    let spec = json!({"usedBy": [{"principal": runner_entry}, {"principal": "users/jo@a.example.com", "role": "Manager"}]});
+    let (job, _) = ready_principal(&world, a, "job", spec).await;
+    let entries = rule_set_entries(&world, &job.application_id).await;
+    assert!(
+        entries.contains(&("roles/servicePrincipal.user".to_owned(), runner_entry.clone())),
+        "{entries:?}"
+    );
+    assert!(
+        entries.contains(&("roles/servicePrincipal.manager".to_owned(), "users/jo@a.example.com".to_owned()))
+    );
+
+    // The platform team takes the users back: that entry goes at once; the namespace's own principal stays.
+    patch_account(&world, json!({"spec": {"delegations": [{"namespaces": {"names": [a.namespace]}}]}})).await;
+    let message =
+        wait_condition::<ServicePrincipal>(a, "job", "Ready", "False", Some("UsedByNotAllowed")).await;
+    assert!(message.contains("removed usedBy users/jo@a.example.com (Manager)"), "{message}");
+    let entries = rule_set_entries(&world, &job.application_id).await;
+    assert!(!entries.iter().any(|(_, p)| p == "users/jo@a.example.com"), "{entries:?}");
+    assert!(entries.contains(&("roles/servicePrincipal.user".to_owned(), runner_entry)), "{entries:?}");
+    world.nothing_written_elsewhere().await;
+}

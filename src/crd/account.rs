@@ -277,6 +277,21 @@ pub struct Delegation {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["applicationId".into()]))]
     #[schemars(length(max = 1000))]
     pub adopt: Vec<AdoptGrant>,
+    /// Account groups these namespaces' principals may join (`spec.groups` of a ServicePrincipal), by display
+    /// name, compared without case; `*` matches any run of characters (`team-a-*`). None by default: joining a
+    /// group is gaining what it is granted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 256)))]
+    pub groups: Vec<String>,
+    /// Users and groups these namespaces may name in `spec.usedBy` of a ServicePrincipal (who may use or manage
+    /// it): `users/<email>` and `groups/<name>` patterns, compared without case, `*` matching any run of characters
+    /// (`users/*@analytics.example.com`, `groups/analytics-*`). Principals of the namespace's own objects are
+    /// always allowed; nothing else by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 300)))]
+    pub used_by: Vec<String>,
     /// Caps on what these namespaces may ask for. Unset caps impose nothing. A namespace matched by several rules
     /// gets the most any of them allows (a rule without a cap allows without limit); the app connection caps
     /// come from the rules that grant `appConnections`, the trust policy cap from those that grant

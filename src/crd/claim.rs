@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::service_principal::WorkspacePermission;
+use super::service_principal::{UsedBy, WorkspacePermission};
 
 /// Which object of this cluster owns one remote Databricks object (a service principal, an OAuth app integration,
 /// a federation policy), and what the operator did to it under that ownership. The name is derived from the
@@ -62,6 +62,16 @@ pub struct DatabricksClaimSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000))]
     pub workspaces: Vec<ClaimedAssignment>,
+    /// Account groups the operator made the principal a member of under this claim (memberships an adopted
+    /// principal had before are not the operator's, and are not listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub groups: Vec<ClaimedGroup>,
+    /// Entries the operator wrote into the principal's rule set under this claim (`spec.usedBy`); entries that were
+    /// there before are not the operator's, and are not listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub used_by: Vec<UsedBy>,
     /// When the grant the remote object depends on was revoked: the operator removes it after the account's
     /// `revocation.gracePeriod`, unless the grant comes back first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,6 +129,16 @@ pub struct ClaimOwner {
     pub name: String,
     /// Its UID: a deleted and re-created object is another object.
     pub uid: String,
+}
+
+/// A group membership added under a claim.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimedGroup {
+    /// The group's id.
+    pub id: String,
+    /// Its display name when it was joined.
+    pub display_name: String,
 }
 
 /// A workspace assignment made under a claim.

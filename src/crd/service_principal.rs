@@ -89,6 +89,76 @@ pub struct ServicePrincipalSpec {
     /// `oauth.databricks-operator.io/deletion-policy: orphan` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<PrincipalDeletionPolicy>,
+
+    /// Account groups the principal is a direct member of, by display name (how Unity Catalog grants and
+    /// workspace permissions are usually given). Each group must exist (the operator never creates or deletes
+    /// groups: `reason=GroupNotFound`) and be delegated to this namespace (`spec.delegations[].groups`, or a
+    /// `singleTenant` account), else nothing is written (`reason=GroupNotAllowed`). The operator adds and removes
+    /// only this principal's own membership, never the group's other members; a membership removed outside the
+    /// operator is added back at the next pass. On an adopted principal, memberships it had before are left as
+    /// they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 256)))]
+    pub groups: Vec<String>,
+
+    /// Who may use the principal (`User`: run jobs and pipelines as it, the Service Principal User role) or manage
+    /// it (`Manager`), written into the principal's account rule set. The operator adds and removes only the
+    /// entries it wrote, by read-modify-write with the rule set's etag, so entries others grant (in the console,
+    /// with Terraform) and the operator's own stay. A principal of an object in this namespace may always be
+    /// named; users and groups must be delegated (`spec.delegations[].usedBy`, or a `singleTenant` account), else
+    /// nothing is written (`reason=UsedByNotAllowed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["principal".into(), "role".into()]))]
+    #[schemars(length(max = 100))]
+    pub used_by: Vec<UsedBy>,
+}
+
+/// One principal that may use or manage a service principal.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsedBy {
+    /// `users/<email>`, `groups/<group display name>` or `servicePrincipals/<application id>`.
+    #[schemars(regex(
+        pattern = r"^(users/[^/\s]+@[^/\s]+|groups/[^/]+|servicePrincipals/[0-9a-fA-F-]{36})$"
+    ))]
+    #[schemars(length(max = 300))]
+    pub principal: String,
+    /// `User` (the Service Principal User role) or `Manager` (the Service Principal Manager role). A manager is not
+    /// a user: name both to do both.
+    #[serde(default)]
+    pub role: UsedByRole,
+}
+
+/// A role on a service principal.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    schemars::JsonSchema,
+)]
+pub enum UsedByRole {
+    #[default]
+    User,
+    Manager,
+}
+
+impl UsedByRole {
+    /// The role's name in a rule set.
+    pub fn rule_set_role(self) -> &'static str {
+        match self {
+            UsedByRole::User => "roles/servicePrincipal.user",
+            UsedByRole::Manager => "roles/servicePrincipal.manager",
+        }
+    }
 }
 
 fn default_true() -> bool {

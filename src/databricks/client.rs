@@ -236,8 +236,14 @@ impl AccountClient {
         .await
     }
 
+    /// An account API URL; `preview/...` paths are under `/api/2.0/preview/accounts/{account}`.
     fn url(&self, path: &str) -> String {
-        format!("{}/api/2.0/accounts/{}/{path}", self.inner.host, self.inner.account_id)
+        match path.strip_prefix("preview/") {
+            Some(rest) => {
+                format!("{}/api/2.0/preview/accounts/{}/{rest}", self.inner.host, self.inner.account_id)
+            }
+            None => format!("{}/api/2.0/accounts/{}/{path}", self.inner.host, self.inner.account_id),
+        }
     }
 
     // ---- service principals (SCIM) ----
@@ -596,7 +602,7 @@ impl AccountClient {
         }
     }
 
-    async fn call_empty<B: Serialize>(
+    pub(super) async fn call_empty<B: Serialize>(
         &self,
         operation: &'static str,
         method: Method,
@@ -608,7 +614,7 @@ impl AccountClient {
         self.call::<Value, B>(operation, method, path, query, body, idempotent).await.map(drop)
     }
 
-    async fn call<T: DeserializeOwned, B: Serialize>(
+    pub(super) async fn call<T: DeserializeOwned, B: Serialize>(
         &self,
         operation: &'static str,
         method: Method,
@@ -693,7 +699,7 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(ceiling / 2 + rand::random_range(0..=ceiling / 2))
 }
 
-fn gone_is_ok(result: Result<(), Error>) -> Result<bool, Error> {
+pub(super) fn gone_is_ok(result: Result<(), Error>) -> Result<bool, Error> {
     match result {
         Ok(()) => Ok(true),
         Err(err) if err.is_not_found() => Ok(false),
@@ -702,13 +708,13 @@ fn gone_is_ok(result: Result<(), Error>) -> Result<bool, Error> {
 }
 
 /// A SCIM filter string literal.
-fn scim_string(value: &str) -> String {
+pub(super) fn scim_string(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// `value` when it is safe as one URL path segment: ids come from status fields anyone with `/status` access can
 /// write, so an id must never be able to reach another path (`..`, `/`, `?`, `%`, ...).
-fn segment<'a>(what: &'static str, value: &'a str) -> Result<&'a str, Error> {
+pub(super) fn segment<'a>(what: &'static str, value: &'a str) -> Result<&'a str, Error> {
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     if (1..=128).contains(&value.len()) && value.chars().all(plain) && value != "." && value != ".." {
         Ok(value)

@@ -4,7 +4,9 @@ mod auth;
 mod budget;
 mod client;
 mod error;
+mod groups;
 mod response;
+mod rule_sets;
 pub mod types;
 
 pub use auth::{Credentials, TokenProvider};

@@ -33,6 +33,40 @@ pub struct ServicePrincipal {
     pub active: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<ComplexValue>,
+    /// The account groups it is a member of (`value`: group id, `display`: its name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<ComplexValue>,
+}
+
+/// An account group (SCIM). `members` only in a get's answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub id: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub members: Vec<ComplexValue>,
+}
+
+/// One grant of an access-control rule set: a role and who holds it (`users/<email>`, `groups/<name>`,
+/// `servicePrincipals/<application id>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRule {
+    pub role: String,
+    #[serde(default)]
+    pub principals: Vec<String>,
+}
+
+/// An access-control rule set as read: replaced whole, with the etag it was read at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RuleSet {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub etag: String,
+    #[serde(default)]
+    pub grant_rules: Vec<GrantRule>,
 }
 
 fn default_true() -> bool {

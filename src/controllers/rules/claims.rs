@@ -122,6 +122,8 @@ pub fn new_claim(
         creating_since: None,
         secrets: Vec::new(),
         workspaces: Vec::new(),
+        groups: Vec::new(),
+        used_by: Vec::new(),
         revoked_since: None,
         releasing: false,
     };

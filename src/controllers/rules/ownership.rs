@@ -204,6 +204,7 @@ mod tests {
             external_id: external_id.map(str::to_owned),
             active: true,
             roles: roles.iter().map(|r| ComplexValue { value: Some((*r).into()), display: None }).collect(),
+            groups: Vec::new(),
         }
     }
 

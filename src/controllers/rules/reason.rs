@@ -67,6 +67,10 @@ reasons! {
 
     // ---- delegation and ownership ----
     AssignmentNotAllowed,
+    /// A ServicePrincipal names an account group its namespace may not join.
+    GroupNotAllowed,
+    /// A ServicePrincipal's `usedBy` names a user or group its namespace may not name.
+    UsedByNotAllowed,
     /// An app connection asks for a redirect host or a scope its delegation does not allow.
     AppConnectionNotAllowed,
     ServicePrincipalLimitReached,
@@ -82,6 +86,10 @@ reasons! {
 
     // ---- service principals ----
     WorkspaceNotFound,
+    /// A group `spec.groups` names does not exist in the account.
+    GroupNotFound,
+    /// The principal's rule set kept changing under other writers while it was written.
+    RuleSetConflict,
     VerificationFailed,
     SecretLimitReached,
     SecretConflict,

@@ -11,7 +11,7 @@ use super::{
     reason::Reason,
 };
 use crate::crd::{
-    AllowedNamespaces, DatabricksAccountSpec, PrincipalDeletionPolicy, WorkspaceAssignment,
+    AllowedNamespaces, DatabricksAccountSpec, PrincipalDeletionPolicy, UsedBy, WorkspaceAssignment,
     WorkspacePermission,
 };
 
@@ -45,6 +45,10 @@ pub struct Grants {
     trust_policies: bool,
     /// Application id (lowercase) → the most the adopting object's deletion may do.
     adopt: BTreeMap<String, PrincipalDeletionPolicy>,
+    /// Group name patterns the namespace's principals may join.
+    groups: Vec<String>,
+    /// `usedBy` principal patterns the namespace may name.
+    used_by: Vec<String>,
     /// The caps of the rules that select the namespace.
     caps: Caps,
 }
@@ -75,6 +79,8 @@ impl Grants {
             }
             grants.app_connections |= rule.app_connections;
             grants.trust_policies |= rule.trust_policies;
+            grants.groups.extend(rule.groups.iter().cloned());
+            grants.used_by.extend(rule.used_by.iter().cloned());
             for adopt in &rule.adopt {
                 let entry =
                     grants.adopt.entry(adopt.application_id.to_lowercase()).or_insert(adopt.deletion_policy);
@@ -187,6 +193,37 @@ impl Grants {
         Ok(())
     }
 
+    /// Whether the namespace's principals may join the group named `name`.
+    pub fn group_allowed(&self, name: &str) -> bool {
+        self.single_tenant || self.groups.iter().any(|pattern| glob_matches(pattern, name))
+    }
+
+    /// Every group must be delegated.
+    pub fn check_groups(&self, groups: &[String]) -> Result<(), Refusal> {
+        match groups.iter().find(|g| !self.group_allowed(g)) {
+            Some(group) => Err(self.denied(Reason::GroupNotAllowed, format!("group {group:?}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the namespace may name `principal` in `usedBy`; `own`: the application ids of its own principals.
+    pub fn used_by_allowed(&self, principal: &str, own: &[String]) -> bool {
+        let own_principal = principal
+            .strip_prefix("servicePrincipals/")
+            .is_some_and(|app| own.iter().any(|o| o.eq_ignore_ascii_case(app)));
+        self.single_tenant
+            || own_principal
+            || self.used_by.iter().any(|pattern| glob_matches(pattern, principal))
+    }
+
+    /// Every `usedBy` entry must be the namespace's own principal or delegated.
+    pub fn check_used_by(&self, used_by: &[UsedBy], own: &[String]) -> Result<(), Refusal> {
+        match used_by.iter().find(|u| !self.used_by_allowed(&u.principal, own)) {
+            Some(entry) => Err(self.denied(Reason::UsedByNotAllowed, format!("usedBy {}", entry.principal))),
+            None => Ok(()),
+        }
+    }
+
     /// The highest permission the namespace may assign in `workspace`, if any.
     pub fn permission(&self, workspace: i64) -> Option<WorkspacePermission> {
         if self.single_tenant {
@@ -216,6 +253,23 @@ impl Grants {
         }
         self.adopt.get(&application_id.to_lowercase()).copied()
     }
+}
+
+/// Whether `name` matches `pattern` without regard to case, `*` matching any run of characters (also none).
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    let (pattern, name) = (pattern.to_lowercase(), name.to_lowercase());
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 pub fn rank(policy: PrincipalDeletionPolicy) -> u8 {
@@ -285,6 +339,65 @@ pub(crate) mod tests {
             Reason::NotDelegated
         );
         assert_eq!(grants.adoption(APP), None);
+    }
+
+    #[test]
+    fn groups_are_granted_by_name_or_pattern_without_case() {
+        assert!(glob_matches("team-a", "Team-A"));
+        assert!(!glob_matches("team-a", "team-ab"));
+        assert!(glob_matches("team-a-*", "team-a-readers"));
+        assert!(glob_matches("team-a-*", "team-a-"));
+        assert!(!glob_matches("team-a-*", "team-b-readers"));
+        assert!(glob_matches("*-readers", "x-readers"));
+        assert!(!glob_matches("*-readers", "x-writers"));
+        assert!(glob_matches("a*b*c", "aXbYc"));
+        assert!(!glob_matches("a*b*c", "acb"));
+        assert!(!glob_matches("ab*ba", "aba"), "the parts may not overlap");
+        assert!(glob_matches("*", "admins"));
+        let granted = Grants::for_namespace(
+            "acct",
+            &spec(json!({"delegations": [{"namespaces": {"names": ["a"]}, "groups": ["team-a-*"]}]})),
+            "a",
+            &labels(&[]),
+        );
+        assert!(granted.check_groups(&["team-a-readers".into()]).is_ok());
+        let refused = granted.check_groups(&["team-a-readers".into(), "admins".into()]).expect_err("admins");
+        assert_eq!(refused.reason, Reason::GroupNotAllowed);
+        assert!(refused.message.contains("\"admins\""), "{}", refused.message);
+        let other = Grants::for_namespace("acct", &spec(json!({"delegations": []})), "b", &labels(&[]));
+        assert!(other.check_groups(&["team-a-readers".into()]).is_err(), "none by default");
+    }
+
+    #[test]
+    fn used_by_names_own_principals_or_delegated_patterns_only() {
+        let granted = Grants::for_namespace(
+            "acct",
+            &spec(json!({"delegations": [{"namespaces": {"names": ["a"]},
+                    "usedBy": ["users/*@a.example.com", "groups/team-a-*"]}]})),
+            "a",
+            &labels(&[]),
+        );
+        let own = [APP.to_owned()];
+        let entry = |p: &str| UsedBy { principal: p.into(), role: crate::crd::UsedByRole::User };
+        assert!(
+            granted
+                .check_used_by(&[entry("users/Jo@A.example.com"), entry("groups/team-a-ops")], &own)
+                .is_ok()
+        );
+        assert!(
+            granted
+                .check_used_by(&[entry(&format!("servicePrincipals/{}", APP.to_uppercase()))], &own)
+                .is_ok()
+        );
+        for refused in [
+            "users/jo@b.example.com",
+            "groups/admins",
+            "servicePrincipals/7f4e2c1a-0000-4000-8000-00000000000b",
+        ] {
+            let err = granted.check_used_by(&[entry(refused)], &own).expect_err(refused);
+            assert_eq!(err.reason, Reason::UsedByNotAllowed);
+            assert!(err.message.contains(refused), "{}", err.message);
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::{
         runtime::context::Context,
         services::{accounts::Access, release},
     },
-    crd::{ClaimedKind, ClaimedObject, DatabricksClaim, ServicePrincipal},
+    crd::{ClaimedKind, ClaimedObject, DatabricksClaim, ServicePrincipal, UsedBy},
     databricks::types::ServicePrincipal as RemotePrincipal,
 };
 
@@ -128,6 +128,30 @@ pub async fn check_count(sp: &ServicePrincipal, ctx: &Context, access: &Access) 
     let uid = sp.uid().unwrap_or_default();
     let have = ctx.claims.list(&selector).await?.iter().filter(|c| c.spec.owner.uid != uid).count();
     access.grants.check_count(Counted::ServicePrincipals, have).map_err(Error::from)
+}
+
+/// The application ids of the principals this object's namespace holds on the account (created or adopted): those
+/// `usedBy` may always name. Read only when an entry names a principal the delegation does not already allow.
+pub async fn own_applications(
+    sp: &ServicePrincipal,
+    ctx: &Context,
+    access: &Access,
+    entries: &[UsedBy],
+) -> Result<Vec<String>, Error> {
+    let needed = entries.iter().any(|e| !access.grants.used_by_allowed(&e.principal, &[]));
+    if !needed {
+        return Ok(Vec::new());
+    }
+    let namespace = sp.namespace().unwrap_or_default();
+    let account_id = &access.account.spec.account_id;
+    let selector =
+        claims::selector(ClaimedKind::ServicePrincipal, account_id, &[(LABEL_OWNER_NAMESPACE, &namespace)]);
+    let held = ctx.claims.list(&selector).await?;
+    Ok(held
+        .into_iter()
+        .filter(|c| c.spec.owner.namespace == namespace)
+        .filter_map(|c| c.spec.remote.application_id)
+        .collect())
 }
 
 /// Whether the object a claim names still exists as that object (and, for an adoption, still asks to adopt the

@@ -7,9 +7,11 @@ mod adoption;
 mod assignments;
 mod cleanup;
 mod credentials;
+mod groups;
 mod identity;
 mod revocation;
 mod rotation;
+mod used_by;
 
 use std::{sync::Arc, time::Duration};
 
@@ -92,7 +94,13 @@ async fn gate(
         }
         Err(err) => return Err(err),
     };
-    let refused = access.grants.check_assignments(&sp.spec.workspace_assignments).err();
+    let own = adoption::own_applications(sp, ctx, &access, &sp.spec.used_by).await?;
+    let refused = access
+        .grants
+        .check_assignments(&sp.spec.workspace_assignments)
+        .and_then(|()| access.grants.check_groups(&sp.spec.groups))
+        .and_then(|()| access.grants.check_used_by(&sp.spec.used_by, &own))
+        .err();
     // A paused object's spec may have changed since it was applied: its claims say what Databricks holds.
     if refused.is_some() || meta::is_paused(sp) {
         let note = revocation::outside_grant(sp, ctx, &access, status).await?;
@@ -124,6 +132,8 @@ async fn apply(
     let mut principal = identity::ensure_principal(sp, ctx, &access, status).await?;
     identity::sync_identity(sp, ctx, &access, &principal).await?;
     assignments::sync_assignments(sp, ctx, &access, &mut principal, status).await?;
+    groups::sync_groups(sp, ctx, &access, &mut principal).await?;
+    used_by::sync_used_by(sp, ctx, &access, &mut principal).await?;
     conditions::synced(&mut status.conditions, sp.metadata.generation);
     let next = match sp.spec.credentials.as_ref().filter(|c| c.type_ == CredentialsType::OAuthSecret) {
         Some(spec) => credentials::sync_credentials(sp, ctx, &access, &principal, spec, status).await?,

@@ -14,10 +14,11 @@ use crate::{
             revocation::{self, Outcome},
         },
         runtime::context::Context,
-        services::{accounts::Access, release},
+        services::{accounts::Access, release, rule_sets},
     },
     crd::{
-        ClaimedAssignment, DatabricksClaim, ServicePrincipal, ServicePrincipalStatus, WorkspacePermission,
+        ClaimedAssignment, DatabricksClaim, ServicePrincipal, ServicePrincipalStatus, UsedBy,
+        WorkspacePermission,
     },
 };
 
@@ -29,8 +30,9 @@ pub fn refusal_of(err: &Error) -> Option<Refusal> {
     }
 }
 
-/// Lowers (ADMIN to USER) or removes every assignment of this object's principals that is above the grant:
-/// those its claims record, and those an earlier version recorded in status. Returns what it did.
+/// Lowers (ADMIN to USER) or removes every assignment of this object's principals that is above the grant (those
+/// its claims record, and those an earlier version recorded in status), and leaves the groups its claims record
+/// that the grant no longer lets it join. Returns what it did.
 pub async fn outside_grant(
     sp: &ServicePrincipal,
     ctx: &Context,
@@ -59,13 +61,39 @@ pub async fn outside_grant(
                 });
             }
         }
-        let (kept, done) = lower_or_remove(ctx, access, &id, held).await?;
+        let (kept, mut done) = lower_or_remove(ctx, access, &id, held).await?;
+        let (joined, outside): (Vec<_>, Vec<_>) =
+            claim.spec.groups.iter().cloned().partition(|g| access.grants.group_allowed(&g.display_name));
+        for group in &outside {
+            access.client.remove_group_member(&group.id, &id).await?;
+            done.push(format!("left group {}", group.display_name));
+        }
+        let mut claim = claim;
         if !done.is_empty() {
-            notes.extend(done);
             let mut written = claim.clone();
             written.spec.workspaces = kept;
-            ctx.claims.written(&written).await?;
+            written.spec.groups = joined;
+            claim = ctx.claims.written(&written).await?;
         }
+        let own = super::adoption::own_applications(sp, ctx, access, &claim.spec.used_by).await?;
+        let allowed: Vec<UsedBy> = claim
+            .spec
+            .used_by
+            .iter()
+            .filter(|u| access.grants.used_by_allowed(&u.principal, &own))
+            .cloned()
+            .collect();
+        if allowed.len() < claim.spec.used_by.len() {
+            let applied =
+                rule_sets::apply_uses(&ctx.claims, &access.client, &mut claim, &allowed, false).await?;
+            if !applied.removed.is_empty() {
+                done.push(format!(
+                    "removed usedBy {}",
+                    crate::controllers::rules::used_by::describe(&applied.removed)
+                ));
+            }
+        }
+        notes.extend(done);
     }
     if !notes.is_empty() {
         let note = format!("Revoked what the grant no longer allows: {}", notes.join(", "));

@@ -10,5 +10,6 @@ pub mod ledger;
 pub mod principals;
 pub mod release;
 pub mod rollout;
+pub mod rule_sets;
 pub mod secrets;
 pub mod status;

@@ -20,6 +20,8 @@ pub struct Stripped {
     pub secrets: usize,
     pub policies: usize,
     pub assignments: usize,
+    pub groups: usize,
+    pub used_by: usize,
 }
 
 impl Stripped {
@@ -34,6 +36,8 @@ impl Stripped {
             (self.secrets, "OAuth secret(s)"),
             (self.policies, "federation policy(ies)"),
             (self.assignments, "workspace assignment(s)"),
+            (self.groups, "group membership(s)"),
+            (self.used_by, "rule set entry(ies)"),
         ] {
             if n > 0 {
                 parts.push(format!("{n} {what}"));
@@ -72,6 +76,14 @@ pub async fn strip(
         restore(cache, client, &principal_id, assignment).await?;
         stripped.assignments += 1;
     }
+    for group in &claim.spec.groups {
+        // A group deleted meanwhile holds no membership to remove.
+        client.remove_group_member(&group.id, &principal_id).await?;
+        stripped.groups += 1;
+    }
+    let mut claim = claim;
+    stripped.used_by =
+        super::rule_sets::apply_uses(claims, client, &mut claim, &[], false).await?.removed.len();
     Ok(stripped)
 }
 
