@@ -353,6 +353,7 @@ variable "name" { type = string }
 variable "description" { type = string }
 variable "redirect_url" { type = string }
 variable "workspace_id" { type = number }
+variable "account_id" { type = string }
 
 resource "databricks_service_principal" "sp" {
   display_name = var.name
@@ -396,6 +397,21 @@ resource "databricks_custom_app_integration" "app" {
   }
 }
 
+resource "databricks_group" "team" {
+  display_name = "tf-team"
+}
+resource "databricks_group_member" "member" {
+  group_id  = databricks_group.team.id
+  member_id = databricks_service_principal.sp.id
+}
+resource "databricks_access_control_rule_set" "uses" {
+  name = "accounts/${var.account_id}/servicePrincipals/${databricks_service_principal.sp.application_id}/ruleSets/default"
+  grant_rules {
+    principals = ["groups/${databricks_group.team.display_name}"]
+    role       = "roles/servicePrincipal.user"
+  }
+}
+
 output "application_id" { value = databricks_service_principal.sp.application_id }
 output "secret" {
   value     = databricks_service_principal_secret.secret.secret
@@ -409,6 +425,7 @@ fn tf_vars(name: &str, description: &str, redirect_url: &str) -> Vec<String> {
         format!("-var=description={description}"),
         format!("-var=redirect_url={redirect_url}"),
         format!("-var=workspace_id={WORKSPACE_ID}"),
+        format!("-var=account_id={ACCOUNT_ID}"),
     ]
 }
 
@@ -481,6 +498,9 @@ async fn terraform_applies_updates_and_destroys_against_the_emulator() {
     assert!(principal["secrets"] == 1 && principal["policies"] == 1, "{principal}");
     assert!(summary["apps"] == 1 && summary["account_policies"] == 1, "{summary}");
     assert_eq!(summary["assignments"][WORKSPACE_ID.to_string()], 1, "{summary}");
+    assert_eq!(principal["groups"], json!(["tf-team"]), "databricks_group_member: {principal}");
+    // databricks_access_control_rule_set owns the whole rule set: the creator's manager grant is gone.
+    assert_eq!(principal["usedBy"], json!(["roles/servicePrincipal.user groups/tf-team"]), "{principal}");
     let output = |name: &'static str| {
         let tf = &tf;
         async move {
@@ -522,6 +542,7 @@ async fn terraform_applies_updates_and_destroys_against_the_emulator() {
          deletes its secret and policy: {summary}"
     );
     assert!(summary["apps"] == 0 && summary["account_policies"] == 0, "{summary}");
+    assert!(summary["groups"] == 0 && left.is_some_and(|p| p["groups"] == json!([])), "{summary}");
     let assignments = summary["assignments"][WORKSPACE_ID.to_string()].as_u64().unwrap_or_default();
     assert_eq!(assignments, 0, "{summary}");
     assert!(

@@ -8,7 +8,7 @@ import sys
 
 from databricks.sdk import AccountClient
 from databricks.sdk.config import Config
-from databricks.sdk.errors import NotFound, PermissionDenied
+from databricks.sdk.errors import NotFound, PermissionDenied, ResourceConflict
 from databricks.sdk.service import iam, oauth2
 
 HOST = os.environ["EMU_HOST"]
@@ -92,6 +92,8 @@ def operations():
     found = [p for p in a.workspace_assignment.list(workspace_id=WORKSPACE) if p.principal.principal_id == int(sp.id)]
     check(found == [], "delete assignment")
 
+    groups_and_rule_sets(a, sp)
+
     # Custom app integrations.
     tap = oauth2.TokenAccessPolicy(access_token_ttl_in_minutes=30, refresh_token_ttl_in_minutes=600)
     app = a.custom_app_integration.create(name="sdk-app", redirect_urls=["https://app.example.com/cb"], confidential=True,
@@ -126,6 +128,40 @@ def operations():
         check(False, "deleted principal is gone")
     except NotFound:
         check(True, "deleted principal is gone (NotFound)")
+
+
+def groups_and_rule_sets(a, sp):
+    """Account groups (one member added and removed at a time) and a principal's rule set (read, replaced with its
+    etag, a stale etag refused), as the operator uses them."""
+    group = a.groups.create(display_name="sdk-team")
+    check(group.id and group.display_name == "sdk-team", "create group")
+    found = list(a.groups.list(filter='displayName eq "SDK-TEAM"'))
+    check([g.id for g in found] == [group.id], "list groups by display name, without case")
+    other = a.service_principals.create(display_name="sdk-other")
+    add = lambda member: iam.Patch(op=iam.PatchOp.ADD, path="members", value=[{"value": member}])
+    schemas = [iam.PatchSchema.URN_IETF_PARAMS_SCIM_API_MESSAGES_2_0_PATCH_OP]
+    a.groups.patch(group.id, operations=[add(sp.id)], schemas=schemas)
+    a.groups.patch(group.id, operations=[add(other.id)], schemas=schemas)
+    check({m.value for m in a.groups.get(group.id).members} == {sp.id, other.id}, "members are added one at a time")
+    check([g.display for g in a.service_principals.get(sp.id).groups] == ["sdk-team"], "a principal lists its groups")
+    remove = iam.Patch(op=iam.PatchOp.REMOVE, path=f'members[value eq "{sp.id}"]')
+    a.groups.patch(group.id, operations=[remove], schemas=schemas)
+    check([m.value for m in a.groups.get(group.id).members] == [other.id], "removing one member leaves the others")
+
+    name = f"accounts/{ACCOUNT}/servicePrincipals/{sp.application_id}/ruleSets/default"
+    read = a.access_control.get_rule_set(name=name, etag="")
+    check(read.etag and any(r.role == "roles/servicePrincipal.manager" for r in read.grant_rules or []),
+          "a principal's rule set names its creator as manager")
+    rules = list(read.grant_rules or []) + [iam.GrantRule(role="roles/servicePrincipal.user", principals=["groups/sdk-team"])]
+    written = a.access_control.update_rule_set(name=name, rule_set=iam.RuleSetUpdateRequest(name=name, etag=read.etag, grant_rules=rules))
+    check(written.etag != read.etag and len(written.grant_rules) == 2, "update rule set with the etag read")
+    try:
+        a.access_control.update_rule_set(name=name, rule_set=iam.RuleSetUpdateRequest(name=name, etag=read.etag, grant_rules=[]))
+        check(False, "a stale etag is refused")
+    except ResourceConflict as err:
+        check(err.error_code == "RESOURCE_CONFLICT", "a stale etag is refused (409 RESOURCE_CONFLICT)")
+    a.groups.delete(group.id)
+    a.service_principals.delete(other.id)
 
 
 def new_secret_lifecycle():

@@ -29,6 +29,8 @@ use test_control_plane::ControlPlane;
 const MANAGER: &str = "doo-sandbox";
 const ACCOUNT_ID: &str = "0d3c8a0e-6f1b-4c2a-9a57-3f2b1e4d5c6a";
 const ADMIN_ID: &str = "sandbox-account-admin";
+/// The account group the team example joins and lets use its principal.
+const TEAM_GROUP: &str = "analytics-team";
 /// Workspaces the examples assign principals to.
 const WORKSPACES: [i64; 2] = [1_234_567_890_123_456, 6_543_210_987_654_321];
 /// The namespace holding the operator's own account credentials, as in the examples.
@@ -83,6 +85,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     apply(&Api::namespaced(client.clone(), OPERATOR_NAMESPACE), &credentials).await?;
     let token_path = token_dir.join("token");
     trust_operator_token(&client, &emulator, &admin_secret, &token_path).await?;
+    // The account group the team example joins exists already, as a platform team's groups do (the operator never
+    // creates groups).
+    admin_client(&emulator, &admin_secret)?.create_group(TEAM_GROUP).await?;
     let applied = apply_examples(
         &client,
         &emulator,
@@ -255,7 +260,7 @@ async fn trust_operator_token(
 ) -> Result<(), Box<dyn std::error::Error>> {
     use databricks_oauth_operator::{
         controllers::trust_policy::{cluster_issuer, service_account_oidc},
-        databricks::{AccountClient, Budget, ClientOptions, Credentials, Limits, types::FederationPolicy},
+        databricks::types::FederationPolicy,
     };
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     let name = "databricks-oauth-operator";
@@ -275,11 +280,7 @@ async fn trust_operator_token(
         .and_then(|s| s.token)
         .ok_or("no token in the TokenRequest answer")?;
     std::fs::write(token_path, token)?;
-    let credentials =
-        Credentials::ClientCredentials { client_id: ADMIN_ID.into(), client_secret: admin_secret.into() };
-    let options =
-        ClientOptions { budget: Budget::new(Limits::uniform(100.0, 100, 4)), ..ClientOptions::default() };
-    let admin = AccountClient::new(&emulator.url(), ACCOUNT_ID, credentials, options)?;
+    let admin = admin_client(emulator, admin_secret)?;
     let principal =
         admin.find_service_principal_by_application_id(ADMIN_ID).await?.ok_or("no admin principal")?;
     let (issuer, jwks) = cluster_issuer(client).await?;
@@ -287,6 +288,19 @@ async fn trust_operator_token(
     let policy = FederationPolicy { oidc_policy: Some(oidc), ..FederationPolicy::default() };
     admin.create_federation_policy(&principal.id, Some("operator"), &policy).await?;
     Ok(())
+}
+
+/// The emulator's account admin, as the platform team's own tooling would sign in.
+fn admin_client(
+    emulator: &Emulator,
+    admin_secret: &str,
+) -> Result<databricks_oauth_operator::databricks::AccountClient, Box<dyn std::error::Error>> {
+    use databricks_oauth_operator::databricks::{AccountClient, Budget, ClientOptions, Credentials, Limits};
+    let credentials =
+        Credentials::ClientCredentials { client_id: ADMIN_ID.into(), client_secret: admin_secret.into() };
+    let options =
+        ClientOptions { budget: Budget::new(Limits::uniform(100.0, 100, 4)), ..ClientOptions::default() };
+    Ok(AccountClient::new(&emulator.url(), ACCOUNT_ID, credentials, options)?)
 }
 
 async fn ensure_service_account(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error> {

@@ -130,10 +130,38 @@ func main() {
 	mustDo(a.WorkspaceAssignment.DeleteByWorkspaceIdAndPrincipalId(ctx, workspace, spID))
 	check(assigned() == nil, "delete assignment")
 
+	// Account groups: one member added and removed at a time; the principal lists its groups.
+	group := must(a.Groups.Create(ctx, iam.Group{DisplayName: "go-team"}))
+	check(group.Id != "", "create group")
+	check(must(a.Groups.GetByDisplayName(ctx, "go-team")).Id == group.Id, "find a group by display name")
+	patchOp := []iam.PatchSchema{iam.PatchSchemaUrnIetfParamsScimApiMessages20PatchOp}
+	mustDo(a.Groups.Patch(ctx, iam.PartialUpdate{Id: group.Id, Schemas: patchOp, Operations: []iam.Patch{
+		{Op: iam.PatchOpAdd, Path: "members", Value: []iam.ComplexValue{{Value: sp.Id}}}}}))
+	members := must(a.Groups.GetById(ctx, group.Id)).Members
+	check(len(members) == 1 && members[0].Value == sp.Id, "add a member")
+	groups := must(a.ServicePrincipals.GetById(ctx, sp.Id)).Groups
+	check(len(groups) == 1 && groups[0].Display == "go-team", "a principal lists its groups")
+	mustDo(a.Groups.Patch(ctx, iam.PartialUpdate{Id: group.Id, Schemas: patchOp, Operations: []iam.Patch{
+		{Op: iam.PatchOpRemove, Path: fmt.Sprintf("members[value eq \"%s\"]", sp.Id)}}}))
+	check(len(must(a.Groups.GetById(ctx, group.Id)).Members) == 0, "remove a member")
+
+	// The principal's rule set: replaced with the etag it was read at; a stale etag is refused.
+	ruleSet := fmt.Sprintf("accounts/%s/servicePrincipals/%s/ruleSets/default", account, sp.ApplicationId)
+	current := must(a.AccessControl.GetRuleSet(ctx, iam.GetRuleSetRequest{Name: ruleSet, Etag: ""}))
+	check(current.Etag != "", "read a principal's rule set with its etag")
+	rules := append(current.GrantRules, iam.GrantRule{Role: "roles/servicePrincipal.user", Principals: []string{"groups/go-team"}})
+	written := must(a.AccessControl.UpdateRuleSet(ctx, iam.UpdateRuleSetRequest{Name: ruleSet,
+		RuleSet: iam.RuleSetUpdateRequest{Name: ruleSet, Etag: current.Etag, GrantRules: rules}}))
+	check(written.Etag != current.Etag && len(written.GrantRules) == len(rules), "update a rule set with the etag read")
+	_, err = a.AccessControl.UpdateRuleSet(ctx, iam.UpdateRuleSetRequest{Name: ruleSet,
+		RuleSet: iam.RuleSetUpdateRequest{Name: ruleSet, Etag: current.Etag}})
+	check(errors.Is(err, databricks.ErrResourceConflict), "a stale etag is refused (RESOURCE_CONFLICT)")
+	mustDo(a.Groups.DeleteById(ctx, group.Id))
+
 	// Custom app integrations.
 	app := must(a.CustomAppIntegration.Create(ctx, oauth2.CreateCustomAppIntegration{
 		Name: "go-app", RedirectUrls: []string{"https://app.example.com/cb"}, Confidential: true,
-		Scopes: []string{"all-apis", "offline_access"},
+		Scopes:            []string{"all-apis", "offline_access"},
 		TokenAccessPolicy: &oauth2.TokenAccessPolicy{AccessTokenTtlInMinutes: 30, RefreshTokenTtlInMinutes: 600}}))
 	check(app.IntegrationId != "" && app.ClientId != "" && app.ClientSecret != "", "confidential app shows its secret on create")
 	read := must(a.CustomAppIntegration.GetByIntegrationId(ctx, app.IntegrationId))
